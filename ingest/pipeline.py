@@ -1,0 +1,198 @@
+"""Incremental ingest: scan → hash → load/clean/chunk what changed → embed → new generation → switch.
+
+Unchanged files (same sha256 as in the live generation) are never loaded or embedded again.
+A file that fails to load is reported and skipped; if an earlier version of it is in the knowledge
+base, that version stays (nothing is lost to a bad upload).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from kb.config import Config
+from kb.embed.base import Embedder
+from kb.errors import KBError, LoadError
+from kb.keyword import tokenize
+from kb.schema import Chunk
+from kb.store import FileRecord, Writer
+from kb.store.manifest import read_manifest
+
+
+@dataclass
+class IngestReport:
+    added: int = 0
+    updated: int = 0
+    deleted: int = 0
+    unchanged: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (source, reason)
+    chunks: int = 0  # chunks in the knowledge base after this ingest
+    embedded: int = 0  # chunks embedded by this ingest
+    seconds: float = 0.0
+    generation: int | None = None
+
+    def to_json(self) -> dict:
+        return {"added": self.added, "updated": self.updated, "deleted": self.deleted,
+                "unchanged": self.unchanged, "failed": len(self.failed), "chunks": self.chunks,
+                "seconds": round(self.seconds, 3)}
+
+    def summary(self) -> str:
+        return (f"ingest: {self.added} added, {self.updated} updated, {self.deleted} deleted, "
+                f"{self.unchanged} unchanged, {len(self.failed)} failed; {self.chunks} chunks "
+                f"({self.embedded} embedded) in {self.seconds:.1f}s, generation {self.generation}")
+
+
+def embed_text(chunk: Chunk) -> str:
+    """What the embedder and BM25 see: the heading path, then the chunk, so a chunk under
+    '年假' matches questions about 年假 even when its own sentences do not repeat the word."""
+    head = " > ".join(chunk.headings)
+    return f"{head}\n{chunk.text}" if head and not chunk.text.startswith(chunk.headings[-1]) else chunk.text
+
+
+def _ignore_patterns(root: Path) -> list[str]:
+    f = root / ".kbignore"
+    if not f.is_file():
+        return []
+    return [ln.strip() for ln in f.read_text(encoding="utf-8").splitlines() if ln.strip() and not ln.startswith("#")]
+
+
+def scan(paths: list[Path], cfg: Config) -> tuple[list[tuple[Path, str]], list[tuple[str, str]]]:
+    """Files to ingest as (path, source) with source relative to its root, and skipped (source, reason)."""
+    found: dict[str, Path] = {}
+    skipped: list[tuple[str, str]] = []
+    suffixes = {s.lower() for s in cfg.ingest.suffixes}
+    for root in paths:
+        root = Path(root)
+        if not root.exists():
+            raise LoadError(str(root), "no such file or directory")
+        if root.is_file():
+            candidates, base, patterns = [root], root.parent, []
+        else:
+            candidates = sorted(p for p in root.rglob("*") if p.is_file() or p.is_symlink())
+            base, patterns = root, _ignore_patterns(root)
+        real_base = base.resolve()
+        for p in candidates:
+            source = p.relative_to(base).as_posix()
+            parts = source.split("/")
+            if any(part.startswith(".") for part in parts) or p.suffix.lower() not in suffixes:
+                continue
+            if any(fnmatch.fnmatch(source, pat) or fnmatch.fnmatch(p.name, pat) for pat in patterns):
+                continue
+            if p.is_symlink() and (not cfg.ingest.follow_symlinks or not p.resolve().is_relative_to(real_base)):
+                skipped.append((source, "symbolic link; not followed (ingest.follow_symlinks, or it points outside the root)"))
+                continue
+            if source in found and found[source] != p:
+                raise LoadError(str(p), f"two files map to the same source {source!r}; ingest them separately")
+            found[source] = p
+    return sorted(((p, s) for s, p in found.items()), key=lambda x: x[1]), skipped
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def ingest(paths: list[Path], cfg: Config, embedder: Embedder, *, delete_missing: bool = True,
+           progress: bool = True) -> IngestReport:
+    from ingest.chunk import chunk_documents
+    from ingest.loaders import load
+
+    t0 = time.perf_counter()
+    report = IngestReport()
+    files, skipped = scan(paths, cfg)
+    report.failed.extend(skipped)
+    kb_dir = Path(cfg.kb_dir)
+    old = read_manifest(kb_dir)
+    settings = {"embedder": {"name": embedder.name, "dim": embedder.dim}, "chunk": vars(cfg.chunk).copy()}
+    fresh = bool(old) and any(old.get(k) != v for k, v in settings.items())
+    if fresh and progress:
+        print("embedder or chunk settings changed since the last ingest: rebuilding everything", file=sys.stderr)
+
+    with Writer(kb_dir, fresh=fresh) as writer:
+        pending: list[tuple[FileRecord, list[Chunk], bool]] = []
+        seen: set[str] = set()
+        limit = cfg.ingest.max_file_mb * 1024 * 1024
+        for path, source in tqdm(files, desc="reading", unit="file", disable=not progress, file=sys.stderr):
+            seen.add(source)
+            try:
+                size = path.stat().st_size
+                if size > limit:
+                    raise LoadError(source, f"{size / 2**20:.1f} MB is over ingest.max_file_mb={cfg.ingest.max_file_mb}")
+                sha = _sha256(path)
+                previous = writer.file_record(source)
+                if previous is not None and previous.sha256 == sha:
+                    report.unchanged += 1
+                    continue
+                chunks = chunk_documents(load(path, source), cfg.chunk)
+                if not chunks:
+                    raise LoadError(source, "no text found")
+            except LoadError as e:
+                report.failed.append((source, e.reason))
+                continue
+            except OSError as e:
+                report.failed.append((source, f"cannot read: {e.strerror or e}"))
+                continue
+            except (KBError, ValueError, RuntimeError) as e:  # a loader bug must not stop the rest
+                report.failed.append((source, f"{type(e).__name__}: {e}"))
+                continue
+            record = FileRecord(source, sha, size, len(chunks), time.time())
+            pending.append((record, chunks, previous is not None))
+
+        removed = sorted(writer.sources() - seen) if delete_missing else []
+        texts = [embed_text(c) for _, chunks, _ in pending for c in chunks]
+        vectors = _embed_all(embedder, texts, cfg.embedder.batch_size, progress)
+        offset = 0
+        for record, chunks, existed in pending:
+            n = len(chunks)
+            writer.put_file(record, chunks, vectors[offset : offset + n], [tokenize(t) for t in texts[offset : offset + n]])
+            offset += n
+            report.updated += existed
+            report.added += not existed
+        for source in removed:
+            writer.delete_file(source)
+        report.deleted = len(removed)
+        report.embedded = len(texts)
+        if pending or removed or fresh or old is None:
+            manifest = {**settings, "versions": _versions(), "roots": [str(p) for p in paths]}
+            report.generation = writer.commit(manifest, keep=cfg.ingest.keep_generations)
+        else:
+            writer.abort()  # nothing changed: no new generation, the live one stays
+            report.generation = old.get("live") if old else None
+    final = read_manifest(kb_dir) or {}
+    report.chunks = final.get("stats", {}).get("chunks", 0)
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+def _embed_all(embedder: Embedder, texts: list[str], batch_size: int, progress: bool) -> np.ndarray:
+    if not texts:
+        return np.zeros((0, embedder.dim), np.float32)
+    out = []
+    with tqdm(total=len(texts), desc="embedding", unit="chunk", disable=not progress, file=sys.stderr) as bar:
+        step = max(batch_size * 4, 1)  # hand the embedder several batches at once so it can sort by length
+        for i in range(0, len(texts), step):
+            out.append(embedder.embed_batch(texts[i : i + step]))
+            bar.update(min(step, len(texts) - i))
+    return np.vstack(out).astype(np.float32)
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for pkg in ("kb", "faiss-cpu", "jieba", "torch", "transformers", "sentence-transformers"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            continue
+    return out

@@ -1,0 +1,112 @@
+"""The answer flow: retrieve → check the sources can answer → prompt → generate → cite.
+
+Refusal is decided from evidence, not from the prompt alone (small models rarely refuse when told
+to): the best cosine of the retrieved chunks, the generator's own P(yes) that the sources hold the
+answer, and a refusal phrase in the generated text.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+
+from kb.config import AnswerConfig, Config
+from kb.generate.base import Generator, Message
+from kb.prompt import REFUSAL, REFUSAL_PATTERNS, answer_messages, language, plain_messages, support_messages
+from kb.retrieve import Retriever
+from kb.schema import Answer, Citation, Hit
+
+_MARK = re.compile(r"[\[【]\s*(\d+(?:\s*[,，、]\s*\d+)*)\s*[\]】]")
+
+
+def cited_numbers(text: str, n_sources: int) -> list[int]:
+    """Source numbers the text cites as [n], [n, m], 【n】, in order of first mention, within range."""
+    seen: list[int] = []
+    for m in _MARK.finditer(text):
+        for part in re.split(r"[,，、]", m.group(1)):
+            n = int(part)
+            if 1 <= n <= n_sources and n not in seen:
+                seen.append(n)
+    return seen
+
+
+def _bigrams(text: str) -> set[str]:
+    t = "".join(text.lower().split())
+    return {t[i : i + 2] for i in range(len(t) - 1)}
+
+
+def best_supporting(answer: str, hits: list[Hit]) -> int | None:
+    """1-based number of the source sharing most character bigrams with the answer (None if nothing)."""
+    a = _bigrams(_MARK.sub("", answer))
+    if not a or not hits:
+        return None
+    overlaps = [len(a & _bigrams(h.chunk.text)) for h in hits]
+    best = max(range(len(hits)), key=lambda i: overlaps[i])
+    return best + 1 if overlaps[best] > 0 else None
+
+
+def resolve_citations(text: str, hits: list[Hit]) -> tuple[str, list[Citation]]:
+    """Map [n] markers to chunks. When the model cited nothing, attribute the answer to the source
+    it overlaps most and append that marker, so every non-refused answer carries a source."""
+    numbers = cited_numbers(text, len(hits))
+    if not numbers:
+        best = best_supporting(text, hits)
+        if best is not None:
+            text = f"{text.rstrip()} [{best}]"
+            numbers = [best]
+    cits = []
+    for n in numbers:
+        c = hits[n - 1].chunk
+        cits.append(Citation(n=n, source=c.source, page=c.page, chunk_id=c.id, text=c.text,
+                             heading=" > ".join(c.headings)))
+    return text, cits
+
+
+class Answerer:
+    def __init__(self, retriever: Retriever | None, generator: Generator, cfg: Config):
+        self.retriever, self.generator, self.cfg = retriever, generator, cfg
+        self.acfg: AnswerConfig = cfg.answer
+
+    def retrieve(self, question: str, k: int | None = None) -> list[Hit]:
+        return self.retriever.search(question, k or self.cfg.retrieval.k) if self.retriever else []
+
+    def answer(self, question: str, *, hits: list[Hit] | None = None, retrieval: bool = True,
+               history: list[Message] | None = None, on_token: Callable[[str], None] | None = None) -> Answer:
+        t0 = time.perf_counter()
+        lang = language(question)
+        if not retrieval:
+            text = self._generate(plain_messages(question, history), on_token)
+            return Answer(text, [], bool(REFUSAL_PATTERNS.search(text)), time.perf_counter() - t0)
+        if hits is None:
+            hits = self.retrieve(question)
+        hits = hits[: self.cfg.retrieval.k]
+        if self._should_refuse(question, hits):
+            if on_token:
+                on_token(REFUSAL[lang])
+            return Answer(REFUSAL[lang], [], True, time.perf_counter() - t0, hits)
+        text = self._generate(answer_messages(question, hits, self.acfg.max_context_chars, history), on_token)
+        if not text.strip() or REFUSAL_PATTERNS.search(text):
+            return Answer(REFUSAL[lang], [], True, time.perf_counter() - t0, hits)
+        text, cits = resolve_citations(text, hits)
+        return Answer(text, cits, False, time.perf_counter() - t0, hits)
+
+    def _should_refuse(self, question: str, hits: list[Hit]) -> bool:
+        if not hits:
+            return True
+        best = max((h.dense for h in hits if h.dense is not None), default=None)
+        if self.acfg.refuse_min_dense > 0 and best is not None and best < self.acfg.refuse_min_dense:
+            return True
+        if self.acfg.support_check:
+            p = self.generator.yes_probability(support_messages(question, hits, self.acfg.max_context_chars))
+            if p is not None and p < self.acfg.support_threshold:
+                return True
+        return False
+
+    def _generate(self, messages: list[Message], on_token: Callable[[str], None] | None) -> str:
+        pieces = []
+        for piece in self.generator.stream(messages):
+            pieces.append(piece)
+            if on_token:
+                on_token(piece)
+        return "".join(pieces).strip()

@@ -1,0 +1,189 @@
+"""The `kb` command. Imports are lazy so `kb --help` is instant; library errors become one-line
+messages here and nowhere else."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="YAML file with changes from the defaults (default: ./kb.yaml if present)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key, e.g. retrieval.k=8")
+    p.add_argument("--kb", help="knowledge base directory (config kb_dir)")
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="kb", description="Enterprise knowledge base: ingest, search, ask, evaluate.")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+
+    p = sub.add_parser("ingest", help="ingest documents (incremental: only changed files are processed)")
+    p.add_argument("paths", nargs="+", type=Path)
+    p.add_argument("--keep-missing", action="store_true", help="do not delete documents missing from PATHS")
+    _common(p)
+
+    p = sub.add_parser("search", help="hybrid search (dense + BM25, fused)")
+    p.add_argument("query")
+    p.add_argument("--k", type=int)
+    _common(p)
+
+    p = sub.add_parser("ask", help="answer a question from the documents, with citations")
+    p.add_argument("question")
+    p.add_argument("--no-retrieval", action="store_true", help="ask the model alone, without documents")
+    _common(p)
+
+    p = sub.add_parser("chat", help="interactive question loop in the terminal")
+    p.add_argument("--no-retrieval", action="store_true")
+    _common(p)
+
+    p = sub.add_parser("eval", help="evaluate retrieval and answers on a QA JSONL file")
+    p.add_argument("qa", type=Path)
+    p.add_argument("--retrieval-only", action="store_true")
+    p.add_argument("--no-retrieval", action="store_true")
+    p.add_argument("--limit", type=int)
+    p.add_argument("--out", type=Path, help="write per-item results (JSONL) and the resolved config here")
+    _common(p)
+    return ap
+
+
+def _config(args: argparse.Namespace):
+    from kb.config import load_config
+
+    overrides = list(args.set)
+    if args.kb:
+        overrides.append(f"kb_dir={args.kb}")
+    return load_config(args.config, overrides)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from kb.errors import KBError
+
+    try:
+        return COMMANDS[args.cmd](args)
+    except KBError as e:
+        print(f"kb {args.cmd}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"kb {args.cmd}: interrupted", file=sys.stderr)
+        return 130
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from ingest.pipeline import ingest
+    from kb.embed import get_embedder
+
+    cfg = _config(args)
+    report = ingest(args.paths, cfg, get_embedder(cfg.embedder), delete_missing=not args.keep_missing)
+    for source, reason in report.failed:
+        print(f"skipped {source}: {reason}", file=sys.stderr)
+    print(json.dumps(report.to_json()) if args.json else report.summary())
+    return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from kb.service import open_retriever
+
+    cfg = _config(args)
+    hits = open_retriever(cfg).search(args.query, args.k)
+    if args.json:
+        print(json.dumps([h.to_dict() for h in hits], ensure_ascii=False))
+        return 0
+    for n, h in enumerate(hits, start=1):
+        c = h.chunk
+        where = c.source + (f" p.{c.page}" if c.page else "") + (f" — {' > '.join(c.headings)}" if c.headings else "")
+        print(f"[{n}] {h.score:.4f}  {where}\n    {c.text[:200].replace(chr(10), ' ')}")
+    print(f"{len(hits)} hits")
+    return 0
+
+
+def _print_answer(ans, as_json: bool, streamed: bool) -> None:
+    if as_json:
+        print(json.dumps(ans.to_dict(), ensure_ascii=False))
+        return
+    if not streamed:
+        print(ans.answer)
+    else:
+        print()
+    for c in ans.citations:
+        print(f"  [{c.n}] {c.source}" + (f" p.{c.page}" if c.page else "") + (f" — {c.heading}" if c.heading else ""))
+    status = "refused (no answer in the documents)" if ans.refused else f"{len(ans.citations)} source(s)"
+    print(f"answered in {ans.seconds:.1f}s, {status}", file=sys.stderr)
+
+
+def cmd_ask(args: argparse.Namespace) -> int:
+    from kb.service import open_answerer
+
+    cfg = _config(args)
+    answerer = open_answerer(cfg, retrieval=not args.no_retrieval)
+    on_token = None if args.json else (lambda s: print(s, end="", flush=True))
+    ans = answerer.answer(args.question, retrieval=not args.no_retrieval, on_token=on_token)
+    _print_answer(ans, args.json, streamed=on_token is not None)
+    return 0
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    from kb.service import open_answerer
+
+    cfg = _config(args)
+    print("loading the model…", file=sys.stderr)
+    answerer = open_answerer(cfg, retrieval=not args.no_retrieval)
+    print("Ask a question (empty line or Ctrl-D to quit).", file=sys.stderr)
+    n = 0
+    while True:
+        try:
+            q = input("\n? ").strip()
+        except EOFError:
+            break
+        if not q:
+            break
+        ans = answerer.answer(q, retrieval=not args.no_retrieval, on_token=lambda s: print(s, end="", flush=True))
+        _print_answer(ans, False, streamed=True)
+        n += 1
+    print(f"chat: {n} question(s) answered", file=sys.stderr)
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from kb.eval.runner import format_table, read_qa, run_items, summarize
+    from kb.service import open_answerer, open_retriever
+
+    cfg = _config(args)
+    items = read_qa(args.qa)[: args.limit] if args.limit else read_qa(args.qa)
+    retrieval, generate = not args.no_retrieval, not args.retrieval_only
+    if generate:
+        answerer = open_answerer(cfg, retrieval=retrieval)
+    else:
+        from kb.answer import Answerer
+        from kb.generate.fake import FakeGenerator
+
+        answerer = Answerer(open_retriever(cfg), FakeGenerator(), cfg)
+    out = None
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        cfg.dump(args.out / "config.yaml")
+        out = open(args.out / "items.jsonl", "w", encoding="utf-8")  # noqa: SIM115
+    results = []
+    try:
+        for rec in run_items(items, answerer, retrieval=retrieval, generate=generate):
+            results.append(rec)
+            if out:
+                out.write(json.dumps(rec, ensure_ascii=False) + "\n")
+                out.flush()
+    finally:
+        if out:
+            out.close()
+    summary = summarize(results, retrieval=retrieval, generate=generate)
+    if args.out:
+        (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
+    print(json.dumps(summary) if args.json else format_table(summary))
+    return 0
+
+
+COMMANDS = {"ingest": cmd_ingest, "search": cmd_search, "ask": cmd_ask, "chat": cmd_chat, "eval": cmd_eval}
+
+if __name__ == "__main__":
+    sys.exit(main())

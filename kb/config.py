@@ -1,0 +1,212 @@
+"""One typed configuration tree. Defaults live here and nowhere else.
+
+Resolution order: these defaults ← `kb.yaml` (only the keys that change) ← `--set a.b=c` on the CLI.
+Unknown keys and values of the wrong type are errors that name the key and the bad value.
+Every run writes its resolved config beside its outputs (`Config.to_dict()` → YAML).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from kb.errors import ConfigError
+
+
+@dataclass
+class ChunkConfig:
+    size: int = 400  # characters: ~250 Chinese tokens for the embedder, well under its 512 limit
+    overlap: int = 60  # characters repeated between neighbours so a split sentence is whole in one of them
+    min_size: int = 10  # shorter pieces are merged into a neighbour or dropped
+
+    def validate(self) -> None:
+        if self.size < 50:
+            raise ConfigError(f"chunk.size must be >= 50, got {self.size}")
+        if not 0 <= self.overlap < self.size:
+            raise ConfigError(f"chunk.overlap must be in [0, chunk.size), got {self.overlap}")
+
+
+@dataclass
+class IngestConfig:
+    suffixes: list[str] = field(
+        default_factory=lambda: [".pdf", ".docx", ".html", ".htm", ".md", ".markdown", ".txt"]
+    )
+    max_file_mb: float = 50.0  # larger files are skipped with a message
+    follow_symlinks: bool = False  # links pointing outside the ingested root are never followed
+    keep_generations: int = 2  # committed generations kept on disk (the live one included)
+
+
+@dataclass
+class EmbedderConfig:
+    name: str = "e5-small"  # key of kb.embed.EMBEDDERS
+    model: str = ""  # path or hub id, for embedders that take one (sentence-transformers)
+    batch_size: int = 32
+    max_length: int = 512  # tokens; longer texts are truncated by the embedder
+    threads: int = 0  # torch intra-op threads; 0 = torch's default
+
+
+@dataclass
+class RetrievalConfig:
+    k: int = 5  # hits returned to the prompt / `kb search`
+    dense_k: int = 30  # candidates from the vector side before fusion
+    keyword_k: int = 30  # candidates from BM25 before fusion
+    rrf_k: int = 60  # reciprocal rank fusion constant (Cormack et al. 2009)
+    dense_weight: float = 1.0
+    keyword_weight: float = 1.0
+    reranker: str = ""  # key of kb.rerank.RERANKERS; "" = no reranking
+    reranker_model: str = ""
+
+
+@dataclass
+class GeneratorConfig:
+    name: str = "hf"  # key of kb.generate.GENERATORS
+    model: str = "bundled:qwen2.5-0.5b"  # bundled:<name>, a local path, a hub id, or modelscope:<id>
+    adapter: str = ""  # adapter name in the registry, "" = the active one, "none" = base model
+    max_new_tokens: int = 160
+    temperature: float = 0.0  # 0 = greedy, reproducible answers
+    device: str = "auto"  # auto | cpu | cuda
+    dtype: str = "auto"  # auto | float32 | bfloat16 | float16
+    threads: int = 0
+
+
+@dataclass
+class AnswerConfig:
+    max_context_chars: int = 2400  # sources beyond this are left out of the prompt
+    refuse_min_dense: float = 0.0  # refuse outright when the best cosine is below this (0 = off)
+    support_check: bool = True  # ask the model whether the sources answer the question
+    support_threshold: float = 0.5  # P(yes) below this → refuse
+    language: str = "auto"  # answer language: auto follows the question
+
+
+@dataclass
+class Config:
+    kb_dir: str = "kb_data"
+    chunk: ChunkConfig = field(default_factory=ChunkConfig)
+    ingest: IngestConfig = field(default_factory=IngestConfig)
+    embedder: EmbedderConfig = field(default_factory=EmbedderConfig)
+    retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
+    answer: AnswerConfig = field(default_factory=AnswerConfig)
+
+    def validate(self) -> None:
+        self.chunk.validate()
+        if self.retrieval.k < 1:
+            raise ConfigError(f"retrieval.k must be >= 1, got {self.retrieval.k}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def dump(self, path: str | os.PathLike) -> None:
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), allow_unicode=True, sort_keys=False))
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check (and, for strings from --set, convert) one value against its annotated type."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        for arm in typing.get_args(tp):
+            if arm is type(None) and value is None:
+                return None
+        arms = [a for a in typing.get_args(tp) if a is not type(None)]
+        return _coerce(value, arms[0], key)
+    if origin is list:
+        (inner,) = typing.get_args(tp)
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return [_coerce(v, inner, key) for v in value]
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on", "false", "0", "no", "off"):
+            return value.lower() in ("true", "1", "yes", "on")
+        raise ConfigError(f"{key}: expected true/false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
+        try:
+            return int(str(value))
+        except ValueError:
+            raise ConfigError(f"{key}: expected an integer, got {value!r}") from None
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        try:
+            return float(str(value))
+        except ValueError:
+            raise ConfigError(f"{key}: expected a number, got {value!r}") from None
+    if tp is str:
+        if isinstance(value, (dict, list)):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return "" if value is None else str(value)
+    return value
+
+
+def _apply(obj: Any, data: dict[str, Any], prefix: str = "") -> None:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(type(obj))
+    names = {f.name for f in dataclasses.fields(obj)}
+    for key, value in data.items():
+        path = prefix + str(key)
+        if key not in names:
+            raise ConfigError(f"unknown config key {path!r} (known: {', '.join(sorted(names))})")
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current):
+            _apply(current, value, path + ".")
+        else:
+            setattr(obj, key, _coerce(value, hints[key], path))
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """['a.b=1', 'c=x'] → {'a': {'b': '1'}, 'c': 'x'}; values are coerced later by type."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise ConfigError(f"--set expects KEY=VALUE, got {pair!r}")
+        key, value = pair.split("=", 1)
+        node = out
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = yaml.safe_load(value) if value.strip() else ""
+    return out
+
+
+def load_config(
+    path: str | os.PathLike | None = None,
+    overrides: list[str] | None = None,
+    data: dict[str, Any] | None = None,
+) -> Config:
+    """Defaults ← YAML file (if given, or ./kb.yaml if present) ← data ← --set overrides."""
+    cfg = Config()
+    if path is None and Path("kb.yaml").exists():
+        path = "kb.yaml"
+    if path is not None:
+        p = Path(path)
+        if not p.exists():
+            raise ConfigError(f"config file not found: {p}")
+        try:
+            loaded = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{p}: not valid YAML: {e}") from None
+        _apply(cfg, loaded)
+    if data:
+        _apply(cfg, data)
+    if overrides:
+        _apply(cfg, parse_overrides(overrides))
+    env_dir = os.environ.get("KB_DIR")
+    if env_dir and not (overrides and any(o.startswith("kb_dir=") for o in overrides)):
+        cfg.kb_dir = env_dir
+    cfg.validate()
+    return cfg

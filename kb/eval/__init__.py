@@ -1,0 +1,1 @@
+"""Evaluation: metrics (defined once, in metrics.py) and the runner behind `kb eval`."""

@@ -1,0 +1,56 @@
+from kb.answer import Answerer, cited_numbers, resolve_citations
+from kb.config import load_config
+from kb.generate.fake import FakeGenerator
+from kb.prompt import REFUSAL, language
+from kb.schema import Chunk, Hit
+
+
+def _hits() -> list[Hit]:
+    texts = ["员工入职满一年后享有10天带薪年假。", "Call the IT helpdesk at extension 8021."]
+    return [Hit(Chunk(f"c{i}", t, f"doc{i}.md", i + 1, ["H"], 0, len(t), "h"), 1.0 / (i + 1), dense=0.8)
+            for i, t in enumerate(texts)]
+
+
+def test_cited_numbers():
+    assert cited_numbers("a [2] b 【1】 c [1, 2] [9]", 2) == [2, 1]
+
+
+def test_citation_fallback_uses_overlap():
+    text, cits = resolve_citations("extension 8021", _hits())
+    assert text.endswith("[2]") and cits[0].source == "doc1.md" and cits[0].page == 2
+
+
+class _Retr:
+    def __init__(self, hits):
+        self.hits = hits
+
+    def search(self, q, k=None, user=None):
+        return self.hits[:k]
+
+
+def test_answer_with_citation():
+    gen = FakeGenerator(replies=["有10天带薪年假 [1]。"], yes=[0.9])
+    ans = Answerer(_Retr(_hits()), gen, load_config(data={})).answer("年假几天？")
+    assert not ans.refused and ans.citations[0].chunk_id == "c0" and "10天" in ans.answer
+
+
+def test_refuses_when_support_is_low_without_generating():
+    gen = FakeGenerator(replies=["不该生成"], yes=[0.1])
+    ans = Answerer(_Retr(_hits()), gen, load_config(data={})).answer("公司有健身房吗？")
+    assert ans.refused and ans.answer == REFUSAL["zh"] and gen.replies == ["不该生成"]
+
+
+def test_refuses_when_model_says_not_in_sources():
+    gen = FakeGenerator(replies=["The sources do not contain this information."], yes=[0.9])
+    ans = Answerer(_Retr(_hits()), gen, load_config(data={})).answer("Is there a gym?")
+    assert ans.refused and ans.answer == REFUSAL["en"] and ans.citations == []
+
+
+def test_refuses_with_no_hits():
+    ans = Answerer(_Retr([]), FakeGenerator(replies=["x"]), load_config(data={})).answer("随便问问")
+    assert ans.refused
+
+
+def test_language():
+    assert language("年假有几天？") == "zh" and language("How many days of leave?") == "en"
+    assert language("VPN 密码多久过期") == "zh"

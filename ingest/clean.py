@@ -2,7 +2,8 @@
 
 Each function takes and returns plain strings so it can be unit-tested without files.
 `normalize_text` is safe for every format (and for queries: apply it to both sides so they match);
-the others undo artefacts of PDF layout and are applied by the PDF loader only.
+the others undo artefacts of PDF layout and are applied by the PDF loader only (`repair_pdf_page`
+per page after `strip_page_furniture` over all pages).
 """
 
 from __future__ import annotations
@@ -18,17 +19,29 @@ _CJK_CHAR = re.compile(f"[{_CJK}]")
 
 # Sentence-final punctuation: a line that ends with one of these may end a paragraph.
 SENTENCE_END = "。！？；!?;"
+# What the last line of a paragraph ends with: a sentence end, possibly inside closing quotes/brackets.
+_CLOSES = SENTENCE_END + "：:\"'）)》」』】."
+_BULLETS = "●•◦▪■□◆◇○►-*–—"
 
-# Chinese document structure: '第一章 总则' is a chapter, '第二节 考勤' a section. Articles ('第三条')
-# are left as text: they are short and would cut the text into too many tiny sections.
+# Chinese document structure, outermost first: 第X章 chapter, 第X节 section, 第X条 article, 一、 item,
+# （一） sub-item. Each becomes a markdown heading of that level when it stands alone on a line.
+_CN_NUM = "[一二三四五六七八九十百零〇两]+"
 _NUM = "[一二三四五六七八九十百零〇两\\d]+"
-_CHAPTER = re.compile(f"^第\\s*{_NUM}\\s*[章编部分]+(?:\\s.*)?$")
-_SECTION = re.compile(f"^第\\s*{_NUM}\\s*节(?:\\s.*)?$")
+_STRUCTURE = (
+    re.compile(f"^第\\s*{_NUM}\\s*[章编部分]"),
+    re.compile(f"^第\\s*{_NUM}\\s*节"),
+    re.compile(f"^第\\s*{_NUM}\\s*条"),
+    re.compile(f"^{_CN_NUM}、"),
+    re.compile(f"^[(（]{_CN_NUM}[)）]"),
+)
 # Table-of-contents lines ('第一章 总则 ........ 3') look like headings but are not.
 _TOC_LINE = re.compile(r"(\.{3,}|…|·{3,}|\s\d+$)")
-# Lines that start a new structural unit; a line break before them is never a mid-sentence break.
-_UNIT_START = re.compile(f"^(?:第\\s*{_NUM}\\s*[章节条编部分]|{_NUM}、|[(（]{_NUM}[)）])")
-
+# Lines that start a new unit; a line break before them is never a mid-sentence break.
+_UNIT_START = re.compile(
+    f"^(?:第\\s*{_NUM}\\s*[章节条编部分]|{_NUM}、|[(（]{_NUM}[)）]|\\d+(?:\\.\\d+)+|\\d+[.、)）]\\s)"
+)
+# Space between two CJK characters: a table row or a layout line, not running text.
+_TABULAR = re.compile(f"[{_CJK}][ \\t]+[{_CJK}]")
 
 _QUOTES = str.maketrans(
     {
@@ -51,7 +64,11 @@ _QUOTES = str.maketrans(
 # Full-width Latin letters and digits (Ｐ Ｄ Ｆ ０-９) → ASCII, so "ＰＤＦ" matches "PDF".
 # Full-width punctuation (，。！？) is left alone: it carries sentence boundaries.
 _FULLWIDTH_ALNUM = str.maketrans(
-    {c: chr(c - 0xFEE0) for r in ((0xFF10, 0xFF19), (0xFF21, 0xFF3A), (0xFF41, 0xFF5A)) for c in range(r[0], r[1] + 1)}
+    {
+        c: chr(c - 0xFEE0)
+        for lo, hi in ((0xFF10, 0xFF19), (0xFF21, 0xFF3A), (0xFF41, 0xFF5A))
+        for c in range(lo, hi + 1)
+    }
 )
 # Control characters other than tab and newline say nothing and confuse tokenizers.
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
@@ -68,13 +85,65 @@ def normalize_text(text: str) -> str:
     return re.sub(r"\n{3,}", "\n\n", text).strip()
 
 
-# Spaces between two CJK characters: justified PDF lines spread characters apart with real spaces.
-_CJK_SPACE = re.compile(f"(?<=[{_CJK}])[ \t]+(?=[{_CJK}])")
+_SINGLE_CJK = re.compile(f"^[{_CJK}]$")
+_SINGLE_MARK = re.compile(r"^[^\w\s]$")  # one punctuation or symbol character: '.', '"', '×'
+_GAP = re.compile(r"([ \t]+)")
+# Spaces before Chinese closing punctuation or after opening punctuation are never meaningful.
+_PUNCT_SPACE = re.compile("[ \\t]+(?=[。，、；：！？）》」』】])|(?<=[（《「『【])[ \\t]+")
 
 
-def fix_cjk_spaces(text: str) -> str:
-    """'公 司 的 年 假' → '公司的年假'; spaces next to Latin words or digits are kept."""
-    return _CJK_SPACE.sub("", text)
+def _letter_spaced(tokens: list[str], share: float) -> bool:
+    """Set with a space after every character: mostly one-character tokens, some of them CJK."""
+    singles = sum(len(t) == 1 for t in tokens)
+    return singles >= share * len(tokens) and any(_SINGLE_CJK.match(t) for t in tokens)
+
+
+def _fix_line(line: str, spaced: bool, min_run: int) -> str:
+    parts = _GAP.split(line)  # token, gap, token, gap, ...
+    tokens, gaps = parts[0::2], parts[1::2]
+    if spaced:
+        # A gap next to a lone CJK character or punctuation mark is spacing, not a word break;
+        # a gap between two longer tokens ('ext 8302', 'VPN client') is real.
+        keep = [
+            not any(_SINGLE_CJK.match(t) or _SINGLE_MARK.match(t) for t in (tokens[i], tokens[i + 1]))
+            for i in range(len(gaps))
+        ]
+    else:
+        # Only runs of >= min_run lone CJK characters: '公 司 的 年 假' but not '第一章 总则'.
+        keep = [True] * len(gaps)
+        i = 0
+        while i < len(tokens):
+            j = i
+            while j + 1 < len(tokens) and _SINGLE_CJK.match(tokens[j]) and _SINGLE_CJK.match(tokens[j + 1]):
+                j += 1
+            if j - i + 1 >= min_run:
+                keep[i:j] = [False] * (j - i)
+            i = j + 1
+    out = [tokens[0]]
+    for gap, token, kept in zip(gaps, tokens[1:], keep, strict=True):
+        out.append((gap if kept else "") + token)
+    return _PUNCT_SPACE.sub("", "".join(out))
+
+
+def fix_cjk_spaces(text: str, min_run: int = 3) -> str:
+    """Undo letter-spacing: '公 司 的 年 假' → '公司的年假'.
+
+    Justified or letter-spaced PDF lines put a space between every character. Spaces between CJK words
+    ('第一章 总则', table columns '婚假 3天 全薪') are real separators and stay, as do spaces between Latin
+    words. In a line that is letter-spaced as a whole (or the short tail line of such a paragraph),
+    spaces next to lone punctuation go too ('1 . 5 倍' → '1.5倍'); elsewhere only runs of at least
+    `min_run` lone CJK characters are joined.
+    """
+    out = []
+    spaced = False
+    for line in text.split("\n"):
+        tokens = line.split()
+        # The last line of a letter-spaced paragraph can be short ('元 。'): judge it more leniently.
+        spaced = bool(tokens) and (
+            (len(tokens) >= 4 and _letter_spaced(tokens, 0.6)) or (spaced and _letter_spaced(tokens, 0.4))
+        )
+        out.append(_fix_line(line, spaced, min_run))
+    return "\n".join(out)
 
 
 # 'infor-\nmation' → 'information'. Lower-case continuation only: 'Jean-\nPaul' is a real hyphen.
@@ -86,36 +155,71 @@ def dehyphenate(text: str) -> str:
     return _HYPHEN_BREAK.sub(r"\1\2", text)
 
 
+# An e-mail address or host name wrapped after a dot or '@': 'security@qinghe-tech.\ncom'.
+_URL_BREAK = re.compile(r"(?<![A-Za-z0-9_.@-])([A-Za-z0-9_.@-]+[.@])\n[ \t]*([a-z0-9][A-Za-z0-9_.-]*)")
+_HOST = re.compile(
+    r"^[A-Za-z0-9_.-]*(?:@[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)+|\.(?:com|cn|net|org|io|gov|edu|info|biz|co|hk|sg|uk|de|jp))$"
+)
+
+
+def join_broken_urls(text: str) -> str:
+    """Rejoin e-mail addresses and host names that a line break cut after a '.' or '@'."""
+
+    def fix(match: re.Match[str]) -> str:
+        joined = match.group(1) + match.group(2)
+        return joined if _HOST.match(joined) else match.group(0)
+
+    return _URL_BREAK.sub(fix, text)
+
+
 def _width(line: str) -> int:
     """Display width: CJK characters are twice as wide as Latin ones."""
     return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in line)
 
 
+def _reference_width(widths: list[int]) -> int:
+    """The width of a full line: the 90th percentile, so one overlong line does not set the margin."""
+    ranked = sorted(widths, reverse=True)
+    return ranked[min(len(ranked) - 1, len(ranked) // 10)]
+
+
+def _continues(prev: str, nxt: str) -> bool:
+    """Could the sentence at the end of prev go on at the start of nxt (character-wise)?"""
+    if prev[-1] in SENTENCE_END + "：:" or nxt[0] in _BULLETS or _UNIT_START.match(nxt):
+        return False  # a colon introduces a list or table; bullets and numbers start new units
+    return bool(_CJK_CHAR.match(prev[-1]) or _CJK_CHAR.match(nxt[0]))
+
+
 def join_cjk_lines(text: str, full: float = 0.8) -> str:
     """Join lines that a PDF broke mid-sentence in Chinese; keep real paragraph breaks.
 
-    A break is joined when the line before ends in a CJK character that is not sentence-final, the next
-    line starts with a CJK character, and the line before is "full" (≥ `full` × the widest line): a short
-    line such as a heading ('第一章 总则') ends where the author ended it, not at the margin.
+    A break is joined (with no space) when
+    - the line before is "full" (≥ `full` × the usual widest line): a heading such as '第一章 总则' ends
+      where the author ended it, not at the right margin;
+    - it does not end a sentence or introduce a list, the next line does not start a numbered or bulleted
+      unit ('第三条', '一、', '1.2', '●'), and one side of the break is a CJK character;
+    - neither line is tabular (spaces between CJK words separate columns);
+    - the next line is full too, or ends a sentence: a short line without a full stop after a full line
+      is a heading or a label, not the tail of a paragraph.
     """
     lines = text.split("\n")
     if len(lines) < 2:
         return text
-    widest = max(_width(line.strip()) for line in lines)
+    widths = [_width(line.strip()) for line in lines]
+    ref = _reference_width(widths)
     out = [lines[0]]
-    for line in lines[1:]:
-        prev = out[-1].rstrip()
-        nxt = line.lstrip()
+    for prev_raw, line, prev_width, width in zip(lines, lines[1:], widths, widths[1:], strict=False):
+        prev, nxt = prev_raw.strip(), line.strip()
         if (
             prev
             and nxt
-            and _CJK_CHAR.match(prev[-1])
-            and prev[-1] not in SENTENCE_END
-            and _CJK_CHAR.match(nxt[0])
-            and not _UNIT_START.match(nxt)
-            and _width(prev.strip()) >= full * widest
+            and prev_width >= full * ref
+            and _continues(prev, nxt)
+            and not _TABULAR.search(prev)
+            and not _TABULAR.search(nxt)
+            and (width >= full * ref or nxt[-1] in _CLOSES)
         ):
-            out[-1] = prev + nxt
+            out[-1] = out[-1].rstrip() + nxt
         else:
             out.append(line)
     return "\n".join(out)
@@ -182,15 +286,19 @@ def strip_page_furniture(
 
 
 def mark_headings(text: str, max_len: int = 40) -> str:
-    """Turn standalone '第X章 …' / '第X节 …' lines into markdown headings ('# ', '## ')."""
+    """Turn standalone structure lines into markdown headings: '第一章 总则' → '# 第一章 总则'.
+
+    Levels: 第X章 '#', 第X节 '##', 第X条 '###', 一、 '####', （一） '#####'. Only short lines that do not
+    end a sentence count: '第三条 员工应当遵守本制度。' is body text.
+    """
     out = []
     for line in text.split("\n"):
         s = line.strip()
-        if 0 < len(s) <= max_len and s[-1] not in SENTENCE_END + "，," and not _TOC_LINE.search(s):
-            if _CHAPTER.match(s):
-                line = "# " + s
-            elif _SECTION.match(s):
-                line = "## " + s
+        if 0 < len(s) <= max_len and s[-1] not in SENTENCE_END + "，,：:" and not _TOC_LINE.search(s):
+            for level, pattern in enumerate(_STRUCTURE, start=1):
+                if pattern.match(s):
+                    line = "#" * level + " " + s
+                    break
         out.append(line)
     return "\n".join(out)
 
@@ -199,5 +307,6 @@ def repair_pdf_page(text: str) -> str:
     """Repairs for one page's text once headers and footers are gone."""
     text = fix_cjk_spaces(text)
     text = dehyphenate(text)
+    text = join_broken_urls(text)
     text = join_cjk_lines(text)
     return mark_headings(text)

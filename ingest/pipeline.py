@@ -39,14 +39,22 @@ class IngestReport:
     generation: int | None = None
 
     def to_json(self) -> dict:
-        return {"added": self.added, "updated": self.updated, "deleted": self.deleted,
-                "unchanged": self.unchanged, "failed": len(self.failed), "chunks": self.chunks,
-                "seconds": round(self.seconds, 3)}
+        return {
+            "added": self.added,
+            "updated": self.updated,
+            "deleted": self.deleted,
+            "unchanged": self.unchanged,
+            "failed": len(self.failed),
+            "chunks": self.chunks,
+            "seconds": round(self.seconds, 3),
+        }
 
     def summary(self) -> str:
-        return (f"ingest: {self.added} added, {self.updated} updated, {self.deleted} deleted, "
-                f"{self.unchanged} unchanged, {len(self.failed)} failed; {self.chunks} chunks "
-                f"({self.embedded} embedded) in {self.seconds:.1f}s, generation {self.generation}")
+        return (
+            f"ingest: {self.added} added, {self.updated} updated, {self.deleted} deleted, "
+            f"{self.unchanged} unchanged, {len(self.failed)} failed; {self.chunks} chunks "
+            f"({self.embedded} embedded) in {self.seconds:.1f}s, generation {self.generation}"
+        )
 
 
 def embed_text(chunk: Chunk) -> str:
@@ -60,7 +68,11 @@ def _ignore_patterns(root: Path) -> list[str]:
     f = root / ".kbignore"
     if not f.is_file():
         return []
-    return [ln.strip() for ln in f.read_text(encoding="utf-8").splitlines() if ln.strip() and not ln.startswith("#")]
+    return [
+        ln.strip()
+        for ln in f.read_text(encoding="utf-8").splitlines()
+        if ln.strip() and not ln.startswith("#")
+    ]
 
 
 def scan(paths: list[Path], cfg: Config) -> tuple[list[tuple[Path, str]], list[tuple[str, str]]]:
@@ -85,11 +97,20 @@ def scan(paths: list[Path], cfg: Config) -> tuple[list[tuple[Path, str]], list[t
                 continue
             if any(fnmatch.fnmatch(source, pat) or fnmatch.fnmatch(p.name, pat) for pat in patterns):
                 continue
-            if p.is_symlink() and (not cfg.ingest.follow_symlinks or not p.resolve().is_relative_to(real_base)):
-                skipped.append((source, "symbolic link; not followed (ingest.follow_symlinks, or it points outside the root)"))
+            if p.is_symlink() and (
+                not cfg.ingest.follow_symlinks or not p.resolve().is_relative_to(real_base)
+            ):
+                skipped.append(
+                    (
+                        source,
+                        "symbolic link; not followed (ingest.follow_symlinks, or it points outside the root)",
+                    )
+                )
                 continue
             if source in found and found[source] != p:
-                raise LoadError(str(p), f"two files map to the same source {source!r}; ingest them separately")
+                raise LoadError(
+                    str(p), f"two files map to the same source {source!r}; ingest them separately"
+                )
             found[source] = p
     return sorted(((p, s) for s, p in found.items()), key=lambda x: x[1]), skipped
 
@@ -102,8 +123,9 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def ingest(paths: list[Path], cfg: Config, embedder: Embedder, *, delete_missing: bool = True,
-           progress: bool = True) -> IngestReport:
+def ingest(
+    paths: list[Path], cfg: Config, embedder: Embedder, *, delete_missing: bool = True, progress: bool = True
+) -> IngestReport:
     from ingest.chunk import chunk_documents
     from ingest.loaders import load
 
@@ -116,7 +138,9 @@ def ingest(paths: list[Path], cfg: Config, embedder: Embedder, *, delete_missing
     settings = {"embedder": {"name": embedder.name, "dim": embedder.dim}, "chunk": vars(cfg.chunk).copy()}
     fresh = bool(old) and any(old.get(k) != v for k, v in settings.items())
     if fresh and progress:
-        print("embedder or chunk settings changed since the last ingest: rebuilding everything", file=sys.stderr)
+        print(
+            "embedder or chunk settings changed since the last ingest: rebuilding everything", file=sys.stderr
+        )
 
     with Writer(kb_dir, fresh=fresh) as writer:
         pending: list[tuple[FileRecord, list[Chunk], bool]] = []
@@ -127,7 +151,9 @@ def ingest(paths: list[Path], cfg: Config, embedder: Embedder, *, delete_missing
             try:
                 size = path.stat().st_size
                 if size > limit:
-                    raise LoadError(source, f"{size / 2**20:.1f} MB is over ingest.max_file_mb={cfg.ingest.max_file_mb}")
+                    raise LoadError(
+                        source, f"{size / 2**20:.1f} MB is over ingest.max_file_mb={cfg.ingest.max_file_mb}"
+                    )
                 sha = _sha256(path)
                 previous = writer.file_record(source)
                 if previous is not None and previous.sha256 == sha:
@@ -154,7 +180,12 @@ def ingest(paths: list[Path], cfg: Config, embedder: Embedder, *, delete_missing
         offset = 0
         for record, chunks, existed in pending:
             n = len(chunks)
-            writer.put_file(record, chunks, vectors[offset : offset + n], [tokenize(t) for t in texts[offset : offset + n]])
+            writer.put_file(
+                record,
+                chunks,
+                vectors[offset : offset + n],
+                [tokenize(t) for t in texts[offset : offset + n]],
+            )
             offset += n
             report.updated += existed
             report.added += not existed

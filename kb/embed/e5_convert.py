@@ -44,7 +44,7 @@ CONVERTER_VERSION = 1
 BIN_NAME = "e5-small-q4.bin"
 QK = 32  # weights per Q4_0 block
 _Q4_BLOCK_BYTES = 2 + QK // 2  # fp16 scale + 16 nibble bytes
-FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
+FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "normalization.json")
 
 
 @dataclass
@@ -294,18 +294,49 @@ def _charsmap(norm_map: dict[int, str]) -> bytes:
     raise ModelError("sentencepiece normalizer spec has no precompiled charsmap")
 
 
+def _unknown_char_regex(pieces: list[str]) -> str:
+    """A regex class of every character that has no single-character piece. No longer piece
+    contains such a character (checked), so the C Viterbi always emits it as one <unk>."""
+    known = sorted({ord(p) for p in pieces if len(p) == 1})
+    ranges: list[tuple[int, int]] = []
+    for cp in known:
+        if ranges and cp == ranges[-1][1] + 1:
+            ranges[-1] = (ranges[-1][0], cp)
+        else:
+            ranges.append((cp, cp))
+    body = "".join(f"\\x{{{a:X}}}" if a == b else f"\\x{{{a:X}}}-\\x{{{b:X}}}" for a, b in ranges)
+    return f"[^{body}]"
+
+
 def build_tokenizer(pm: PackedModel):  # -> tokenizers.Tokenizer
     """XLM-R-style pipeline matching e5.c's tok_content: per-codepoint map, runs of spaces collapsed,
-    '▁' prepended and spaces turned into '▁', Viterbi over unigram scores (unknown = min - 10)."""
+    '▁' prepended and spaces turned into '▁', Viterbi over unigram scores (unknown = min - 10).
+
+    Two differences from a stock XLM-R tokenizer.json, both to reproduce the C engine token for
+    token: (1) `tokenizers`' Unigram fuses consecutive unknown characters into one <unk>, e5.c emits
+    one per character, so unknown characters are split off one by one before the model sees them;
+    (2) the Precompiled normaliser maps whole grapheme clusters by their first character (NBSP +
+    combining accent -> " "), e5.c maps code point by code point: E5SmallEmbedder applies
+    normalization.json with str.translate first, after which Precompiled changes nothing."""
     from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
     sp = pm.special
+    single = {p for p in pm.pieces if len(p) == 1}
+    specials_text = {pm.pieces[i] for i in sp.values()} | {"<mask>"}
+    for p in pm.pieces:
+        if p not in specials_text and len(p) > 1 and any(c not in single for c in p):
+            raise _bad(pm.path, f"piece {p!r} has a character with no piece of its own; tokenizer would differ")
     vocab = list(zip(pm.pieces, (float(s) for s in pm.scores), strict=True))
     tok = Tokenizer(models.Unigram(vocab, unk_id=sp["unk"], byte_fallback=False))
     tok.normalizer = normalizers.Sequence(
         [normalizers.Precompiled(_charsmap(pm.norm_map)), normalizers.Replace(Regex(" {2,}"), " ")]
     )
-    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always", split=True)
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always", split=True),
+            pre_tokenizers.Split(Regex(_unknown_char_regex(pm.pieces)), behavior="isolated"),
+        ]
+    )
     tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always", split=True)
     bos, eos = pm.pieces[sp["bos"]], pm.pieces[sp["eos"]]
     tok.post_processor = processors.TemplateProcessing(
@@ -347,6 +378,7 @@ def convert(src: Path, out_dir: Path, *, source_sha256: str, source_package: str
             "unk_token": pm.pieces[sp["unk"]],
         },
     )
+    _write_json(out_dir / "normalization.json", {"map": {str(cp): out for cp, out in sorted(pm.norm_map.items())}})
     files = {name: {"bytes": (out_dir / name).stat().st_size} for name in FILES}
     _write_json(
         out_dir / "manifest.json",

@@ -269,9 +269,7 @@ def _write_manifest(out: Path, spec: BundledModel) -> None:
     import torch
     import transformers
 
-    files = {
-        p.relative_to(out).as_posix(): p.stat().st_size for p in sorted(out.rglob("*")) if p.is_file()
-    }
+    files = {p.relative_to(out).as_posix(): p.stat().st_size for p in sorted(out.rglob("*")) if p.is_file()}
     manifest = {
         "name": spec.name,
         "sha256": spec.sha256,  # of the source GGUF

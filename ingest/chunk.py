@@ -7,7 +7,10 @@ line, which sits right before the body in the document; later chunks of the sect
 only in `Chunk.headings`. A heading line never forms a chunk on its own.
 
 Sizes are in characters: `end - start <= cfg.size` for every chunk. Consecutive chunks of a section share
-their trailing sentences, up to `cfg.overlap` characters, so a sentence cut at a boundary is whole in one.
+their trailing sentences, up to `cfg.overlap` characters, so the context across a boundary is in both.
+A sentence longer than `cfg.size` is cut into windows (at a comma or space when possible) that overlap by
+up to `cfg.overlap` characters. Chunks shorter than `cfg.min_size` are folded into the previous chunk of
+their section when that fits, else dropped, unless nothing of at least `cfg.min_size` would remain.
 
 Heading paths: `Document.headings` is the path in effect where the text starts (a PDF page continuing a
 chapter). Its levels are `Document.meta["heading_levels"]` when given, else 1..n; a '#'-line of level k
@@ -29,7 +32,7 @@ _PARAGRAPH_BREAK = re.compile(r"\n[ \t]*\n\s*")
 # Sentence ends: Chinese and ASCII terminators (with the closing quotes/brackets that follow them),
 # an English period before whitespace, and a line break (list items, table rows, PDF lines).
 _SENTENCE_END = re.compile(r"[。！？；!?;…]+[\"'”’）)\]】」』]*|\.(?=\s)|\n")
-# Places a sentence longer than a chunk may be cut, best first is the last one in the window.
+# Where a sentence longer than a chunk may be cut: the last such place in the window's second half.
 _SOFT_BREAK = re.compile(r"[，,、：:）)\s]")
 
 

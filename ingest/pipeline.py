@@ -61,7 +61,8 @@ def embed_text(chunk: Chunk) -> str:
     """What the embedder and BM25 see: the heading path, then the chunk, so a chunk under
     '年假' matches questions about 年假 even when its own sentences do not repeat the word."""
     head = " > ".join(chunk.headings)
-    return f"{head}\n{chunk.text}" if head and not chunk.text.startswith(chunk.headings[-1]) else chunk.text
+    body = chunk.text.lstrip("#").lstrip()  # the first chunk of a section starts with its heading line
+    return f"{head}\n{chunk.text}" if head and not body.startswith(chunk.headings[-1]) else chunk.text
 
 
 def _ignore_patterns(root: Path) -> list[str]:

@@ -60,7 +60,12 @@ def _config(args: argparse.Namespace):
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    import logging
+
     from kb.errors import KBError
+
+    # Libraries (pypdf, transformers) log recoverable oddities; the CLI reports outcomes itself.
+    logging.basicConfig(level=logging.ERROR, format="%(name)s: %(message)s")
 
     try:
         return COMMANDS[args.cmd](args)

@@ -1,5 +1,7 @@
 """Fine-tuning methods: LoRA and P-Tuning v2, behind one interface (`Method`).
 
+Usage::
+
     method = get_method("ptuning-v2")
     model = method.wrap(base_model, {"num_virtual_tokens": 128})   # train it
     method.save(model, "out/adapter")

@@ -102,7 +102,9 @@ class Method(ABC):
         """Load an adapter saved by `save` (or by plain peft) onto `base_model`, ready for inference."""
         found = adapter_peft_type(adapter_dir)
         if found != self.peft_type:
-            raise ModelError(f"{adapter_dir}: adapter is {found}, method {self.name!r} expects {self.peft_type}")
+            raise ModelError(
+                f"{adapter_dir}: adapter is {found}, method {self.name!r} expects {self.peft_type}"
+            )
         model = PeftModel.from_pretrained(base_model, str(adapter_dir), is_trainable=False)
         model.eval()
         return self._after_load(model)

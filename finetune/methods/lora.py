@@ -42,15 +42,23 @@ class LoraSettings:
         check_positive_int(SECTION, "r", self.r)
         if isinstance(self.alpha, bool) or not isinstance(self.alpha, int | float) or self.alpha <= 0:
             raise ConfigError(f"{SECTION}.alpha: expected a positive number, got {self.alpha!r}")
-        if isinstance(self.dropout, bool) or not isinstance(self.dropout, int | float) or not 0 <= self.dropout < 1:
+        if (
+            isinstance(self.dropout, bool)
+            or not isinstance(self.dropout, int | float)
+            or not 0 <= self.dropout < 1
+        ):
             raise ConfigError(f"{SECTION}.dropout: expected a number in [0, 1), got {self.dropout!r}")
         t = self.target_modules
         if isinstance(t, str):
             if t != "all-linear":
-                raise ConfigError(f"{SECTION}.target_modules: expected a list of names or 'all-linear', got {t!r}")
+                raise ConfigError(
+                    f"{SECTION}.target_modules: expected a list of names or 'all-linear', got {t!r}"
+                )
         elif t is not None:
             if not isinstance(t, list | tuple) or not t or not all(isinstance(m, str) and m for m in t):
-                raise ConfigError(f"{SECTION}.target_modules: expected a non-empty list of module names, got {t!r}")
+                raise ConfigError(
+                    f"{SECTION}.target_modules: expected a non-empty list of module names, got {t!r}"
+                )
             self.target_modules = list(t)
 
 
@@ -87,7 +95,9 @@ class LoraMethod(Method):
             return get_peft_model(model, config)
         except ValueError as exc:
             # peft raises ValueError when no module matches `target_modules`.
-            raise ConfigError(f"{SECTION}.target_modules: {targets!r} does not fit this model ({exc})") from exc
+            raise ConfigError(
+                f"{SECTION}.target_modules: {targets!r} does not fit this model ({exc})"
+            ) from exc
 
     def merge(self, model: PeftModel) -> PreTrainedModel:
         if not isinstance(model, PeftModel) or not isinstance(model.base_model, LoraModel):

@@ -78,7 +78,9 @@ class PrefixTuningModelForCausalLM(PeftModelForCausalLM):
         (batch_size, num_kv_heads, num_virtual_tokens, head_dim)."""
         cache = self.get_prompt(batch_size)
         if not isinstance(cache, DynamicCache):
-            raise MethodError(f"ptuning-v2: expected peft to build a DynamicCache prefix, got {type(cache).__name__}")
+            raise MethodError(
+                f"ptuning-v2: expected peft to build a DynamicCache prefix, got {type(cache).__name__}"
+            )
         return cache
 
     def _with_prefix_mask(self, mask: Any, batch_size: int) -> Any:
@@ -127,7 +129,8 @@ class PrefixTuningModelForCausalLM(PeftModelForCausalLM):
             cache = self.prefix_cache(batch_size)
         if kwargs.get("position_ids") is not None:
             kwargs["position_ids"] = kwargs["position_ids"] + self.active_peft_config.num_virtual_tokens
-        kwargs.pop("token_type_ids", None)  # peft drops them too: prefix tuning has no type for virtual tokens
+        # peft drops them too: virtual tokens have no token type.
+        kwargs.pop("token_type_ids", None)
         for name, value in (
             ("output_attentions", output_attentions),
             ("output_hidden_states", output_hidden_states),
@@ -152,7 +155,8 @@ class PrefixTuningModelForCausalLM(PeftModelForCausalLM):
         # The base model's own preparation slices input_ids to the uncached tail and keeps the cache under the
         # name its forward reads; we only add the prefix on top.
         inputs = self.base_model_prepare_inputs_for_generation(*args, **kwargs)
-        inputs.pop("cache_position", None)  # only remote-code models get one, and it would ignore the prefix
+        # Only remote-code models get one, counted from a cache that does not hold the prefix yet.
+        inputs.pop("cache_position", None)
         key = self._cache_arg()
         source = inputs.get("input_ids")
         if source is None:

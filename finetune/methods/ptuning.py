@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 from peft import PeftModel, PrefixTuningConfig, TaskType, get_peft_model
 from transformers import PreTrainedModel
 
-from finetune.methods.base import Method, MergeNotSupported, MethodError, check_positive_int, settings_from
+from finetune.methods.base import MergeNotSupported, Method, MethodError, check_positive_int, settings_from
 from finetune.methods.prefix_generate import enable_prefix_generation, prefix_kv_geometry
 from kb.errors import ConfigError
 
@@ -33,7 +33,9 @@ class PrefixSettings:
     def __post_init__(self) -> None:
         check_positive_int(SECTION, "num_virtual_tokens", self.num_virtual_tokens)
         if not isinstance(self.prefix_projection, bool):
-            raise ConfigError(f"{SECTION}.prefix_projection: expected true or false, got {self.prefix_projection!r}")
+            raise ConfigError(
+                f"{SECTION}.prefix_projection: expected true or false, got {self.prefix_projection!r}"
+            )
         if self.encoder_hidden_size is not None:
             check_positive_int(SECTION, "encoder_hidden_size", self.encoder_hidden_size)
             if not self.prefix_projection:
@@ -62,9 +64,15 @@ class PTuningV2Method(Method):
             num_attention_heads=kv_heads,
             token_dim=kv_heads * head_dim,
         )
-        peft_model = get_peft_model(model, config)
+        try:
+            peft_model = get_peft_model(model, config)
+        except ValueError as exc:
+            # peft refuses prefix tuning on a model with gradient checkpointing on: re-running a layer in the
+            # backward pass would append its keys/values to the prefix cache a second time.
+            raise MethodError(f"{SECTION}: {exc} Turn gradient checkpointing off for P-Tuning v2.") from exc
         got = peft_model.peft_config["default"]
-        if (got.num_layers, got.num_attention_heads, got.token_dim) != (layers, kv_heads, kv_heads * head_dim):
+        wanted = (layers, kv_heads, kv_heads * head_dim)
+        if (got.num_layers, got.num_attention_heads, got.token_dim) != wanted:
             raise MethodError(
                 f"{SECTION}: peft sized the prefix as {got.num_layers} layers x {got.num_attention_heads} heads x "
                 f"{got.token_dim} wide, the model's cache needs {layers} x {kv_heads} x {kv_heads * head_dim}"

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import re
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import docx
 from docx.document import Document as DocxDocument
+from docx.oxml.ns import qn
 from docx.table import Table
 from docx.text.paragraph import Paragraph
 
@@ -28,6 +30,7 @@ RATIO_MIN_SIZE = 10 * 1024 * 1024  # small entries may legitimately compress ver
 MAX_ENTRIES = 10_000
 
 _HEADING_STYLE = re.compile(r"^(?:heading|标题)\s*([1-9])$", re.IGNORECASE)
+_TOC_STYLE = re.compile(r"^(?:toc|目录)\s*\d", re.IGNORECASE)
 
 
 def check_zip(path: Path) -> None:
@@ -84,9 +87,12 @@ def heading_level(paragraph: Paragraph) -> int | None:
     return None
 
 
+def _style_name(paragraph: Paragraph) -> str:
+    return (paragraph.style.name or "") if paragraph.style is not None else ""
+
+
 def _is_list(paragraph: Paragraph) -> bool:
-    style = (paragraph.style.name or "") if paragraph.style is not None else ""
-    return style.lower().startswith("list") or bool(paragraph._p.xpath("./w:pPr/w:numPr"))
+    return _style_name(paragraph).lower().startswith("list") or bool(paragraph._p.xpath("./w:pPr/w:numPr"))
 
 
 def _table_lines(table: Table) -> list[str]:
@@ -105,18 +111,33 @@ def _table_lines(table: Table) -> list[str]:
     return lines
 
 
+def _body_items(element: Any, parent: Any) -> Iterator[Paragraph | Table]:
+    """Paragraphs and tables in body order, including those inside content controls (w:sdt), which
+    python-docx's own iterators skip; some templates wrap the whole body in one."""
+    for child in element.iterchildren():
+        if child.tag == qn("w:p"):
+            yield Paragraph(child, parent)
+        elif child.tag == qn("w:tbl"):
+            yield Table(child, parent)
+        elif child.tag == qn("w:sdt"):
+            content = child.find(qn("w:sdtContent"))
+            if content is not None:
+                yield from _body_items(content, parent)
+
+
 def _blocks(document: DocxDocument) -> list[str]:
     """Body paragraphs and tables in document order, rendered as text blocks."""
     blocks: list[str] = []
-    for item in document.iter_inner_content():
+    body = document._body  # the block container python-docx builds paragraphs and tables against
+    for item in _body_items(document.element.body, body):
         if isinstance(item, Table):
             lines = _table_lines(item)
             if lines:
                 blocks.append("\n".join(lines))
             continue
         text = " ".join(item.text.split()) if item.text else ""
-        if not text:
-            continue
+        if not text or _TOC_STYLE.match(_style_name(item)):
+            continue  # table-of-contents entries repeat the headings with page numbers
         level = heading_level(item)
         if level:
             blocks.append(f"{'#' * min(level, 6)} {text}")

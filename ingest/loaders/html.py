@@ -72,10 +72,15 @@ def _prune(root: Tag, inner: bool) -> None:
         tag.decompose()
     pattern = _CHROME_NAME_INNER if inner else _CHROME_NAME
     chrome = ("nav", "aside") if inner else _CHROME
+    total = len(root.get_text(strip=True))
     for tag in root.find_all(True):
         if tag.decomposed:
             continue
-        if tag.name in chrome or _chrome(tag, pattern) or _hidden(tag):
+        if tag.name in chrome or _hidden(tag):
+            tag.decompose()
+        # A class name is weaker evidence: a wrapper called 'layout-with-sidebar' that holds most of
+        # the page's text is the page, not chrome.
+        elif _chrome(tag, pattern) and len(tag.get_text(strip=True)) <= 0.5 * total:
             tag.decompose()
 
 
@@ -143,7 +148,22 @@ def html_to_text(markup: str) -> tuple[str, str]:
     out: list[str] = []
     _render(root, out)
     lines = [line.strip() for line in "".join(out).split("\n")]
-    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip(), title
+    # Source indentation between <li> elements leaves blank lines; items of one list stay together.
+    kept = [
+        line
+        for i, line in enumerate(lines)
+        if line
+        or not (_last_filled(lines, i, -1).startswith("- ") and _last_filled(lines, i, 1).startswith("- "))
+    ]
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(kept)).strip(), title
+
+
+def _last_filled(lines: list[str], i: int, step: int) -> str:
+    """The nearest non-empty line before (step -1) or after (step 1) index i."""
+    i += step
+    while 0 <= i < len(lines) and not lines[i]:
+        i += step
+    return lines[i] if 0 <= i < len(lines) else ""
 
 
 def load_html(path: Path, source: str) -> list[Document]:

@@ -12,7 +12,7 @@ from kb.schema import Document
 
 # YAML ('---') or TOML ('+++') front matter at the very top.
 _FRONT_MATTER = re.compile(r"\A(?:---|\+\+\+)[ \t]*\n.*?\n(?:---|\.\.\.|\+\+\+)[ \t]*(?:\n|\Z)", re.DOTALL)
-_TITLE = re.compile(r"^title:\s*['\"]?(.*?)['\"]?\s*$", re.MULTILINE)
+_TITLE = re.compile(r"^title\s*[:=]\s*['\"]?(.*?)['\"]?\s*$", re.MULTILINE)
 # Setext headings ('Title\n=====') become ATX ('# Title'): the chunker only reads the '#' form.
 # The text line must not itself be a list item, quote, table row or heading.
 _SETEXT = re.compile(r"^(?![ \t]*$)(?![ \t]*[-*+>|#])([^\n]+)\n[ \t]*(=+|-+)[ \t]*$", re.MULTILINE)
@@ -21,7 +21,8 @@ _SETEXT = re.compile(r"^(?![ \t]*$)(?![ \t]*[-*+>|#])([^\n]+)\n[ \t]*(=+|-+)[ \t
 def strip_front_matter(text: str) -> tuple[str, str]:
     """Return (text without front matter, its title field or '')."""
     match = _FRONT_MATTER.match(text)
-    if not match:
+    # A document may also open with a '---' rule: only 'key: value' / 'key = value' lines are front matter.
+    if not match or not re.search(r"^[\w-]+\s*[:=]", match.group(0)[3:], re.MULTILINE):
         return text, ""
     title = _TITLE.search(match.group(0))
     return text[match.end() :], title.group(1) if title else ""

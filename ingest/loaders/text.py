@@ -47,12 +47,24 @@ def _looks_like_text(text: str) -> bool:
     return len(_COMMON.findall(text)) >= 0.95 * len(text)
 
 
+# Control characters in decoded text (tab, LF, FF, CR aside): a few are noise, many mean binary data.
+_CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b\x0e-\x1f\x7f]")
+
+
 def decode_bytes(data: bytes, path: str, declared: str | None = None) -> tuple[str, str]:
     """Decode file bytes to text; return (text, encoding). Raise LoadError for binary or undecodable data.
 
     Order: BOM, then the declared charset (HTML <meta>), strict UTF-8, GB18030 when the result looks like
     text, then charset-normalizer's guess.
     """
+    text, encoding = _decode(data, path, declared)
+    # Checked after decoding too: UTF-16 (with or without BOM) lets binary data through the byte test.
+    if len(_CONTROL_CHARS.findall(text[:_SAMPLE])) > 0.01 * min(len(text), _SAMPLE):
+        raise LoadError(path, "binary data, not text")
+    return text, encoding
+
+
+def _decode(data: bytes, path: str, declared: str | None) -> tuple[str, str]:
     for bom, encoding in _BOMS:
         if data.startswith(bom):
             try:

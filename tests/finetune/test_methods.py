@@ -7,6 +7,7 @@ equal a cache-free step-by-step decode through plain peft's forward, which does 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,8 +21,10 @@ from finetune.methods import (
     LoraSettings,
     MergeNotSupported,
     Method,
+    MethodError,
     PrefixSettings,
     PrefixTuningModelForCausalLM,
+    generate_with_prefix,
     get_method,
     method_for_adapter,
 )
@@ -36,6 +39,16 @@ pytestmark = [
 ]
 
 VOCAB, PROMPT_LEN, NEW_TOKENS, VIRTUAL_TOKENS = 128, 4, 8, 8
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> Iterator[None]:
+    # The matrices are tiny (64 wide): intra-op threads only add start-up cost and, on a busy machine,
+    # contention that made each step ~10x slower. One thread also keeps float reductions in a fixed order.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def build_base(arch: str) -> PreTrainedModel:
@@ -100,7 +113,11 @@ CASES = {
         "llama",
         PrefixSettings(num_virtual_tokens=VIRTUAL_TOKENS, prefix_projection=True, encoder_hidden_size=32),
     ),
-    "ptuning-proj-glm": ("ptuning-v2", "glm", PrefixSettings(num_virtual_tokens=VIRTUAL_TOKENS, prefix_projection=True)),
+    "ptuning-proj-glm": (
+        "ptuning-v2",
+        "glm",
+        PrefixSettings(num_virtual_tokens=VIRTUAL_TOKENS, prefix_projection=True),
+    ),
 }
 PTUNING_CASES = [k for k in CASES if k.startswith("ptuning")]
 
@@ -134,7 +151,9 @@ def get_trained(key: str, cache: dict[str, Trained], tmp_path_factory: pytest.Te
 
 
 @pytest.fixture(params=list(CASES))
-def case(request: pytest.FixtureRequest, trained_cases: dict, tmp_path_factory: pytest.TempPathFactory) -> Trained:
+def case(
+    request: pytest.FixtureRequest, trained_cases: dict, tmp_path_factory: pytest.TempPathFactory
+) -> Trained:
     return get_trained(request.param, trained_cases, tmp_path_factory)
 
 
@@ -192,6 +211,13 @@ def test_lora_default_targets() -> None:
     assert wrapped == {"q_proj", "v_proj"}
 
 
+def test_ptuning_refuses_gradient_checkpointing() -> None:
+    base = build_base("llama")
+    base.activation_checkpointing_enable()
+    with pytest.raises(MethodError, match="gradient checkpointing"):
+        get_method("ptuning-v2").wrap(base)
+
+
 def test_lora_bad_target_names_field() -> None:
     with pytest.raises(ConfigError, match="lora.target_modules"):
         get_method("lora").wrap(build_base("llama"), LoraSettings(target_modules=["query_key_value"]))
@@ -207,7 +233,10 @@ def test_training_reduces_loss_and_freezes_base(case: Trained) -> None:
 
 
 def test_save_then_load_gives_same_logits(case: Trained) -> None:
-    assert {p.name for p in case.adapter_dir.iterdir()} >= {"adapter_config.json", "adapter_model.safetensors"}
+    assert {p.name for p in case.adapter_dir.iterdir()} >= {
+        "adapter_config.json",
+        "adapter_model.safetensors",
+    }
     ids = batch()
     expected = logits(case.model, ids)
     ours = case.method.load(build_base(case.arch), case.adapter_dir)
@@ -240,10 +269,13 @@ def test_load_rejects_missing_dir(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("key", ["lora-llama", "lora-glm"])
-def test_lora_merge_keeps_logits(key: str, trained_cases: dict, tmp_path_factory: pytest.TempPathFactory) -> None:
+def test_lora_merge_keeps_logits(
+    key: str, trained_cases: dict, tmp_path_factory: pytest.TempPathFactory
+) -> None:
     t = get_trained(key, trained_cases, tmp_path_factory)
     ids = batch()
-    model = t.method.load(build_base(t.arch), t.adapter_dir)  # a fresh copy: merging rewrites weights in place
+    # A fresh copy: merging rewrites the weights in place.
+    model = t.method.load(build_base(t.arch), t.adapter_dir)
     unmerged = logits(model, ids)
     merged = t.method.merge(model)
     assert not isinstance(merged, PeftModel)
@@ -258,7 +290,9 @@ def test_ptuning_merge_raises(ptuning_case: Trained) -> None:
 # ---------------------------------------------------------------- P-Tuning v2 generation (the fix)
 
 
-def manual_decode(model: torch.nn.Module, prompt: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+def manual_decode(
+    model: torch.nn.Module, prompt: torch.Tensor, mask: torch.Tensor | None = None
+) -> torch.Tensor:
     """Greedy decode without any cache: re-run the full sequence through `model.forward` at every step.
 
     With left padding, positions are passed explicitly (0-based over real tokens, as generate numbers them).
@@ -297,7 +331,9 @@ def test_prefix_generate_left_padding_matches_single_rows(ptuning_case: Trained)
     prompt = torch.stack([rows[0], torch.cat([torch.zeros(2, dtype=torch.long), rows[1]])])
     mask = torch.tensor([[1, 1, 1, 1, 1], [0, 0, 1, 1, 1]])
     with torch.no_grad():
-        out = model.generate(input_ids=prompt, attention_mask=mask, max_new_tokens=NEW_TOKENS, do_sample=False)
+        out = model.generate(
+            input_ids=prompt, attention_mask=mask, max_new_tokens=NEW_TOKENS, do_sample=False
+        )
     assert torch.equal(out, manual_decode(model, prompt, mask))
     for i, row in enumerate(rows):
         single = greedy(model, row[None])
@@ -308,6 +344,17 @@ def test_prefix_generate_with_beams(ptuning_case: Trained) -> None:
     prompt = batch()[:, :PROMPT_LEN]
     out = greedy(ptuning_case.model, prompt, num_beams=2, num_return_sequences=2)
     assert out.shape == (4, PROMPT_LEN + NEW_TOKENS)
+
+
+def test_prefix_forward_continues_its_own_cache(ptuning_case: Trained) -> None:
+    # Incremental decoding by hand: a cache returned by forward already starts with the prefix, so feeding
+    # it back with one new token must give the same logits as re-running the whole sequence.
+    model = ptuning_case.model
+    ids = batch()
+    with torch.no_grad():
+        first = model(input_ids=ids[:, :-1], attention_mask=torch.ones_like(ids[:, :-1]), use_cache=True)
+        step = model(input_ids=ids[:, -1:], attention_mask=torch.ones_like(ids), cache=first.cache)
+    torch.testing.assert_close(step.logits[:, -1], logits(model, ids)[:, -1], atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("arch", ["llama", "glm"])
@@ -337,3 +384,9 @@ def test_upstream_peft_generate_ignores_prefix(
     with pytest.warns(FutureWarning, match="ignoring deprecated `past_key_values="):
         upstream = greedy(plain, prompt)
     assert torch.equal(upstream, greedy(build_base("llama"), prompt))
+    # Our helper fixes such a model in place.
+    expected = manual_decode(plain, prompt)  # still upstream peft's forward here
+    mask = torch.ones_like(prompt)
+    fixed = generate_with_prefix(plain, prompt, mask, max_new_tokens=NEW_TOKENS, do_sample=False)
+    assert isinstance(plain, PrefixTuningModelForCausalLM)
+    assert torch.equal(fixed, expected)

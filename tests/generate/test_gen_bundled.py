@@ -161,3 +161,10 @@ def test_failed_conversion_leaves_no_cache(
 def test_cache_dir_from_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("KB_CACHE", str(tmp_path))
     assert bundled.cache_root() == tmp_path / "models"
+
+
+def test_unwritable_cache_is_a_model_error(site: Path, tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")  # mkdir under a file fails even for root, unlike chmod
+    with pytest.raises(ModelError, match="KB_CACHE"):
+        ensure_spec(_spec(), cache_dir=blocker / "cache", progress=None)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import docx
 import pytest
+from docx.oxml import OxmlElement
 from fpdf import FPDF
 from pypdf import PdfWriter
 
@@ -149,19 +150,13 @@ def test_pdf_encrypted_with_empty_user_password_loads(tmp_path: Path) -> None:
     assert len(load(path, "restricted.pdf")) == 3
 
 
-def test_pdf_truncated(tmp_path: Path) -> None:
+@pytest.mark.parametrize("damage", ["truncated", "not a pdf"])
+def test_pdf_corrupt(tmp_path: Path, damage: str) -> None:
     data = make_english_pdf(tmp_path / "whole.pdf").read_bytes()
-    path = tmp_path / "cut.pdf"
-    path.write_bytes(data[: len(data) // 2])
+    path = tmp_path / "bad.pdf"
+    path.write_bytes(data[: len(data) // 2] if damage == "truncated" else b"a text file named .pdf")
     with pytest.raises(LoadError, match="corrupt or truncated PDF"):
-        load(path, "cut.pdf")
-
-
-def test_pdf_not_a_pdf(tmp_path: Path) -> None:
-    path = tmp_path / "fake.pdf"
-    path.write_bytes(b"this is a text file with a .pdf name")
-    with pytest.raises(LoadError, match="corrupt or truncated PDF"):
-        load(path, "fake.pdf")
+        load(path, "bad.pdf")
 
 
 def test_pdf_without_text_layer(tmp_path: Path) -> None:
@@ -181,7 +176,12 @@ def test_pdf_without_text_layer(tmp_path: Path) -> None:
 def make_docx(path: Path) -> Path:
     d = docx.Document()
     d.add_heading("员工手册", level=1)
-    d.add_paragraph("本手册适用于全体员工。")
+    wrapped = d.add_paragraph("本手册适用于全体员工。")
+    # Put that paragraph inside a content control (w:sdt), as some templates do with the whole body.
+    sdt, content = OxmlElement("w:sdt"), OxmlElement("w:sdtContent")
+    sdt.append(content)
+    wrapped._p.addprevious(sdt)
+    content.append(wrapped._p)
     d.add_heading("年假", level=2)
     d.add_paragraph("年假天数见下表：")
     table = d.add_table(rows=3, cols=3)
@@ -228,19 +228,15 @@ def test_docx_without_text(tmp_path: Path) -> None:
         load(path, "blank.docx")
 
 
-def test_docx_not_a_zip(tmp_path: Path) -> None:
+def test_docx_not_a_zip_or_not_word(tmp_path: Path) -> None:
     path = tmp_path / "old.docx"
     path.write_bytes(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\x00" * 100)  # an OLE2 .doc renamed
     with pytest.raises(LoadError, match="not a valid DOCX: not a zip archive"):
         load(path, "old.docx")
-
-
-def test_docx_missing_document_xml(tmp_path: Path) -> None:
-    path = tmp_path / "other.docx"
     with zipfile.ZipFile(path, "w") as zf:
         zf.writestr("hello.txt", "not a word document")
     with pytest.raises(LoadError, match="word/document.xml is missing"):
-        load(path, "other.docx")
+        load(path, "old.docx")
 
 
 def test_docx_zip_bomb_ratio(tmp_path: Path) -> None:
@@ -315,9 +311,9 @@ def test_html_declared_gbk(tmp_path: Path) -> None:
 def test_html_without_main_drops_chrome(tmp_path: Path) -> None:
     path = tmp_path / "plain.html"
     path.write_text(
-        "<html><body><div id='top-nav'>菜单</div><div class='sidebar'>侧栏</div>"
+        "<html><body><div class='page has-sidebar'><div id='top-nav'>菜单</div><div class='sidebar'>侧栏</div>"
         "<div class='content'><h2>VPN</h2><p>Use the client.<br>Then log in.</p></div>"
-        "<div id='cookie-banner'>We use cookies</div><footer>Contact</footer></body></html>",
+        "<div id='cookie-banner'>We use cookies</div></div><footer>Contact</footer></body></html>",
         encoding="utf-8",
     )
     (doc,) = load(path, "plain.html")
@@ -423,3 +419,10 @@ def test_suffix_is_case_insensitive(tmp_path: Path) -> None:
     path = tmp_path / "NOTES.TXT"
     path.write_bytes(TEXT.encode("utf-8"))
     assert load(path, "NOTES.TXT")[0].text == TEXT.strip()
+
+
+def test_text_utf16_bom_with_binary_payload(tmp_path: Path) -> None:
+    path = tmp_path / "tricky.txt"
+    path.write_bytes(b"\xff\xfe" + ("\x01\x02\x03\x04 data" * 50).encode("utf-16-le"))
+    with pytest.raises(LoadError, match="binary data, not text"):
+        load(path, "tricky.txt")

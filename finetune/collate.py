@@ -42,7 +42,7 @@ class PadCollator:
     The mask comes from the example lengths, never from `input_ids == pad_token_id`: pad is often eos.
     """
 
-    def __init__(self, pad_token_id: int, pad_to_multiple_of: int | None = None):
+    def __init__(self, pad_token_id: int, pad_to_multiple_of: int | None = None) -> None:
         self.pad_token_id = pad_token_id
         self.pad_to_multiple_of = pad_to_multiple_of
 
@@ -109,7 +109,9 @@ class PackedCollator:
     needs (see the module docstring).
     """
 
-    def __init__(self, pad_token_id: int, pad_to_multiple_of: int | None = None, flatten: bool = False):
+    def __init__(
+        self, pad_token_id: int, pad_to_multiple_of: int | None = None, flatten: bool = False
+    ) -> None:
         self.pad_token_id = pad_token_id
         self.pad_to_multiple_of = pad_to_multiple_of
         self.flatten = flatten

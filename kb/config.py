@@ -115,6 +115,10 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             if arm is type(None) and value is None:
                 return None
         arms = [a for a in typing.get_args(tp) if a is not type(None)]
+        for arm in arms:  # a value that already has one of the types is kept as it is
+            base = typing.get_origin(arm) or arm
+            if isinstance(base, type) and isinstance(value, base) and not isinstance(value, bool):
+                return value
         return _coerce(value, arms[0], key)
     if origin is list:
         (inner,) = typing.get_args(tp)
@@ -152,7 +156,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     return value
 
 
-def _apply(obj: Any, data: dict[str, Any], prefix: str = "") -> None:
+def apply_mapping(obj: Any, data: dict[str, Any], prefix: str = "") -> None:
+    """Set the fields of dataclass `obj` from `data`, recursively; unknown keys and bad types raise."""
     if not isinstance(data, dict):
         raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {data!r}")
     hints = typing.get_type_hints(type(obj))
@@ -163,7 +168,7 @@ def _apply(obj: Any, data: dict[str, Any], prefix: str = "") -> None:
             raise ConfigError(f"unknown config key {path!r} (known: {', '.join(sorted(names))})")
         current = getattr(obj, key)
         if dataclasses.is_dataclass(current):
-            _apply(current, value, path + ".")
+            apply_mapping(current, value, path + ".")
         else:
             setattr(obj, key, _coerce(value, hints[key], path))
 
@@ -200,11 +205,11 @@ def load_config(
             loaded = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as e:
             raise ConfigError(f"{p}: not valid YAML: {e}") from None
-        _apply(cfg, loaded)
+        apply_mapping(cfg, loaded)
     if data:
-        _apply(cfg, data)
+        apply_mapping(cfg, data)
     if overrides:
-        _apply(cfg, parse_overrides(overrides))
+        apply_mapping(cfg, parse_overrides(overrides))
     env_dir = os.environ.get("KB_DIR")
     if env_dir and not (overrides and any(o.startswith("kb_dir=") for o in overrides)):
         cfg.kb_dir = env_dir

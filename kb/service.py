@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from kb.answer import Answerer
 from kb.config import Config
 from kb.embed import get_embedder
 from kb.generate import Generator, get_generator
+from kb.registry import AdapterInfo, Registry
 from kb.retrieve import Retriever
 from kb.store import Store
 
@@ -24,8 +27,25 @@ def open_retriever(cfg: Config) -> Retriever:
     return Retriever(store, embedder, cfg.retrieval)
 
 
+def active_adapter(cfg: Config) -> AdapterInfo | None:
+    """The adapter answers use: generator.adapter names one, "" means the registry's active one,
+    "none" the base model."""
+    choice = cfg.generator.adapter
+    if choice == "none":
+        return None
+    registry = Registry(cfg.kb_dir)
+    return registry.get(choice) if choice else registry.active()
+
+
 def open_generator(cfg: Config) -> Generator:
-    return get_generator(cfg.generator)
+    if cfg.generator.name != "hf":
+        return get_generator(cfg.generator)
+    adapter = active_adapter(cfg)
+    if adapter is None:
+        return get_generator(cfg.generator)
+    # An adapter only fits the base model it was trained on: that model is loaded, whatever the default.
+    gcfg = dataclasses.replace(cfg.generator, model=adapter.base_model or cfg.generator.model)
+    return get_generator(gcfg, adapter_dir=str(adapter.path))
 
 
 def open_answerer(cfg: Config, *, retrieval: bool = True, generator: Generator | None = None) -> Answerer:

@@ -14,13 +14,13 @@ from pathlib import Path
 
 from finetune.methods.base import MergeNotSupported, Method, MethodError, adapter_peft_type
 from finetune.methods.lora import LoraMethod, LoraSettings
-from finetune.methods.prefix_generate import (
+from finetune.methods.ptuning import PrefixSettings, PTuningV2Method
+from kb.errors import ConfigError, ModelError
+from kb.generate.prefix import (
     PrefixTuningModelForCausalLM,
     enable_prefix_generation,
     generate_with_prefix,
 )
-from finetune.methods.ptuning import PrefixSettings, PTuningV2Method
-from kb.errors import ConfigError, ModelError
 
 METHODS: dict[str, type[Method]] = {
     LoraMethod.name: LoraMethod,

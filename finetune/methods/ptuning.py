@@ -15,8 +15,8 @@ from peft import PeftModel, PrefixTuningConfig, TaskType, get_peft_model
 from transformers import PreTrainedModel
 
 from finetune.methods.base import MergeNotSupported, Method, MethodError, check_positive_int, settings_from
-from finetune.methods.prefix_generate import enable_prefix_generation, prefix_kv_geometry
 from kb.errors import ConfigError
+from kb.generate.prefix import enable_prefix_generation, prefix_kv_geometry
 
 SECTION = "ptuning-v2"
 

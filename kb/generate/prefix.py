@@ -33,7 +33,7 @@ from peft import PeftModel, PeftModelForCausalLM
 from peft.utils import PeftType
 from transformers import Cache, DynamicCache, PretrainedConfig
 
-from finetune.methods.base import MethodError
+from kb.errors import ModelError
 
 
 def prefix_kv_geometry(config: PretrainedConfig) -> tuple[int, int, int]:
@@ -47,7 +47,7 @@ def prefix_kv_geometry(config: PretrainedConfig) -> tuple[int, int, int]:
     layers = getattr(config, "num_hidden_layers", None) or getattr(config, "num_layers", None)
     heads = getattr(config, "num_attention_heads", None)
     if not layers or not heads:
-        raise MethodError(f"ptuning-v2: cannot read layer/head counts from {type(config).__name__}")
+        raise ModelError(f"ptuning-v2: cannot read layer/head counts from {type(config).__name__}")
     if getattr(config, "model_type", "") == "chatglm":
         # Remote-code ChatGLM2/3 layout: multi-query groups play the role of KV heads, kv_channels is head_dim.
         kv_heads = config.multi_query_group_num if getattr(config, "multi_query_attention", False) else heads
@@ -78,7 +78,7 @@ class PrefixTuningModelForCausalLM(PeftModelForCausalLM):
         (batch_size, num_kv_heads, num_virtual_tokens, head_dim)."""
         cache = self.get_prompt(batch_size)
         if not isinstance(cache, DynamicCache):
-            raise MethodError(
+            raise ModelError(
                 f"ptuning-v2: expected peft to build a DynamicCache prefix, got {type(cache).__name__}"
             )
         return cache
@@ -87,7 +87,7 @@ class PrefixTuningModelForCausalLM(PeftModelForCausalLM):
         if mask is None:
             return None
         if not isinstance(mask, torch.Tensor) or mask.dim() != 2:
-            raise MethodError("ptuning-v2: only 2-D attention masks (batch, seq_len) are supported")
+            raise ModelError("ptuning-v2: only 2-D attention masks (batch, seq_len) are supported")
         # The mask covers the real tokens; the prefix slots in front of them are always visible.
         ones = mask.new_ones(batch_size, self.active_peft_config.num_virtual_tokens)
         return torch.cat([ones, mask], dim=1)
@@ -118,7 +118,7 @@ class PrefixTuningModelForCausalLM(PeftModelForCausalLM):
             )
         source = input_ids if input_ids is not None else inputs_embeds
         if source is None:
-            raise MethodError("ptuning-v2: forward needs input_ids or inputs_embeds")
+            raise ModelError("ptuning-v2: forward needs input_ids or inputs_embeds")
         batch_size = source.shape[0]
         cache = kwargs.pop("cache", None)
         legacy = kwargs.pop("past_key_values", None)
@@ -166,7 +166,7 @@ class PrefixTuningModelForCausalLM(PeftModelForCausalLM):
         if kwargs.get("use_cache") is False or cache is None or cache.get_seq_length() == 0:
             # Prefill, or no caching (then the whole sequence is fed each step and needs the prefix each time).
             if cache is not None and not isinstance(cache, DynamicCache):
-                raise MethodError(
+                raise ModelError(
                     f"ptuning-v2: generation supports the dynamic cache only, got {type(cache).__name__}"
                 )
             inputs[key] = self.prefix_cache(batch_size)
@@ -184,9 +184,9 @@ def enable_prefix_generation(model: PeftModel) -> PrefixTuningModelForCausalLM:
     if isinstance(model, PrefixTuningModelForCausalLM):
         return model
     if type(model) is not PeftModelForCausalLM:
-        raise MethodError(f"ptuning-v2: expected a PeftModelForCausalLM, got {type(model).__name__}")
+        raise ModelError(f"ptuning-v2: expected a PeftModelForCausalLM, got {type(model).__name__}")
     if model.active_peft_config.peft_type != PeftType.PREFIX_TUNING:
-        raise MethodError(f"ptuning-v2: adapter is {model.active_peft_config.peft_type}, not PREFIX_TUNING")
+        raise ModelError(f"ptuning-v2: adapter is {model.active_peft_config.peft_type}, not PREFIX_TUNING")
     model.__class__ = PrefixTuningModelForCausalLM
     return model
 

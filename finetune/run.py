@@ -50,9 +50,10 @@ def finetune(cfg: FinetuneConfig, *, resume: bool = False, verbose: bool = False
     cfg.dump(run_dir / "train_config.yaml")  # the resolved config, beside the run's outputs
     train_path, val_path = data_paths(cfg)
 
-    if cfg.gpus > 1:
+    if cfg.gpus > 1 or cfg.deepspeed:
         from finetune.launch import launch
 
+        # DeepSpeed needs a distributed environment even for one rank; torchrun provides it.
         launch(run_dir, cfg.gpus, resume=resume)
         result = json.loads((run_dir / "result.json").read_text(encoding="utf-8"))
     else:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 from abc import ABC, abstractmethod
+from collections import Counter
 from dataclasses import dataclass
 
 from kb.errors import ConfigError
@@ -38,6 +39,10 @@ class Candidate:
 class QAGenerator(ABC):
     name: str = ""
     uses_model: bool = False  # True when candidates() calls a language model (costly; counted)
+
+    def __init__(self) -> None:
+        self.calls = 0  # language model calls made
+        self.dropped: Counter[str] = Counter()  # outputs dropped before they became candidates, by reason
 
     @abstractmethod
     def candidates(self, view: ChunkView, n: int) -> list[Candidate]:

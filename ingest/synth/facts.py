@@ -15,8 +15,9 @@ from ingest.synth.text import Span, end_sentence, number_spans
 
 _CLAUSE = re.compile(r"[，；;：]")
 # A clause that starts with one of these continues the previous clause's subject.
-_CONTINUES = ("然后", "并", "且", "须", "应", "可", "则", "但", "即", "同时", "还", "再", "由", "按", "经", "方可", "不得", "其中")
-_DAY_UNITS = ("天", "个月", "月", "小时", "年", "周", "个工作日", "工作日", "分钟", "秒", "次", "岁", "周岁", "楼", "层")
+_CONTINUES = tuple("然后 并 且 须 应 可 则 但 即 同时 还 再 由 按 经 方可 不得 其中".split())
+# Units whose small counts Chinese asks with 几 ("几天"); larger counts and other units take 多少.
+_DAY_UNITS = tuple("天 个月 月 小时 年 周 个工作日 工作日 分钟 秒 次 岁 周岁 楼 层".split())
 
 
 def zh_wh(span: Span) -> str | None:
@@ -64,7 +65,11 @@ def zh_number_questions(sentence: str) -> list[Candidate]:
         clause_start, clause_end = bounds[i], min(bounds[i + 1] - 1, len(body))
         before = body[clause_start : span.start]
         rest = body[span.end : clause_end]
-        if span.kind in ("date", "year") and len(rest) < 2 and (not before.strip() or re.search(r"(截至|截止)$", before)):
+        if (
+            span.kind in ("date", "year")
+            and len(rest) < 2
+            and (not before.strip() or re.search(r"(截至|截止)$", before))
+        ):
             continue  # "截至2024年6月30日，公司共有员工642人": the date frames the fact, it is not one
         clause = (before.rstrip() + wh + rest.lstrip()).strip()
         # A condition ("超过6小时的，可改乘飞机") is only a question together with what follows it.
@@ -90,27 +95,34 @@ def zh_number_questions(sentence: str) -> list[Candidate]:
 
 _ZH_DEF = re.compile(r"^(?P<a>[^，。；：:、“”\"（）()]{2,16}?)\s*(?P<v>是|为)\s*(?P<b>[^，。；].+)$")
 _NOT_SUBJECT_END = tuple("但或就还只总于凡不也都即则要若需应须可将会能均仍")
-_NOT_SUBJECT_HAS = ("须", "应", "可", "将", "在", "由", "按", "把", "被", "如", "请", "对", "若", "当", "不", "得",
-                    "需", "会", "提", "进行", "使用", "以")
+_NOT_SUBJECT_HAS = tuple("须 应 可 将 在 由 按 把 被 如 请 对 若 当 不 得 需 会 提 进行 使用 以 每".split())
 
 
 def zh_definition(sentence: str) -> Candidate | None:
-    """"A是B" / "A为B" → "A是什么？", answer the sentence, gold B's first clause."""
+    """A是B / A为B → "A是什么？", answer the sentence, gold B's first clause."""
     first = _CLAUSE.split(sentence.rstrip("。！？"), maxsplit=1)[0]
     m = _ZH_DEF.match(first.strip())
     if not m:
         return None
     a, b = m.group("a").strip(), m.group("b").strip()
-    if a.endswith(_NOT_SUBJECT_END) or any(w in a for w in _NOT_SUBJECT_HAS + ("每",)) or b.startswith(("否", "准", "期", "了")):
+    if (
+        a.endswith(_NOT_SUBJECT_END)
+        or any(w in a for w in _NOT_SUBJECT_HAS)
+        or b.startswith(("否", "准", "期", "了"))
+    ):
         return None
     if m.group("v") == "为" and not a.endswith(tuple("间准限例期址称式位额率费数价长量点码号箱级式格")):
         return None  # "为" is as often "for" as "is": only "<attribute>为<value>" is a definition
-    if a.endswith(tuple("作成认因行称视分划改定选变转更列评")) or first.endswith("的") or number_spans(a, "zh"):
+    if (
+        a.endswith(tuple("作成认因行称视分划改定选变转更列评"))
+        or first.endswith("的")
+        or number_spans(a, "zh")
+    ):
         return None
     spans = number_spans(b, "zh")
     if spans and spans[0].start <= 6:
         return None  # "A为3天" is a number fact; the number rule asks it better
-    return Candidate(f"{a}是什么？", end_sentence(sentence, "zh"), b.strip("“”\""), "definition")
+    return Candidate(f"{a}是什么？", end_sentence(sentence, "zh"), b.strip('“”"'), "definition")
 
 
 # ---------- English ----------
@@ -126,7 +138,9 @@ _PREPS = ("within", "after", "every", "for", "in", "at most", "up to", "at least
 def _lower_subject(subj: str, text: str) -> str:
     """Lower-case the subject's first word unless it is a name (it appears capitalised mid-sentence)."""
     first, _, rest = subj.partition(" ")
-    if first in _DETERMINERS or (first[1:].islower() and not re.search(rf"[a-z,] {re.escape(first)}\b", text)):
+    if first in _DETERMINERS or (
+        first[1:].islower() and not re.search(rf"[a-z,] {re.escape(first)}\b", text)
+    ):
         first = first.lower()
     return f"{first} {rest}".strip()
 

@@ -58,15 +58,19 @@ def _kv_question(key: str, value: str, subject: str, lang: str) -> tuple[str, st
     contact = bool(_EMAIL.search(value)) or bool(lead and lead.kind == "phone")
     if lang == "en":
         key_l = _EN_KEYS.get(key.lower(), key if key.isupper() else key.lower())
-        of = f" of the {subject}" if subject else ""
+        of = f" of the {subject}" if subject and len(key_l.split()) <= 2 else ""
+        be = "are" if re.search(r"[^s]s$", key_l) else "is"
         if key_l.endswith(" by"):
-            return f"Who {key_l[:-3]} the {subject}?", f"The {subject} was {key_l} {end_sentence(value, 'en')}"
+            return (
+                f"Who {key_l[:-3]} the {subject}?",
+                f"The {subject} was {key_l} {end_sentence(value, 'en')}",
+            )
         if contact:
             return f"What is the {key_l} for the {subject}?", end_sentence(f"{key}: {value}", "en")
         if value[:1].islower():  # "Factory reset: hold the RST button …" is a procedure
             return f"How is {key_l} done?", end_sentence(f"{key}: {value}", "en")
         who = "Who" if key_l in ("owner", "author", "contact", "chair") else "What"
-        return f"{who} is the {key_l}{of}?", f"The {key_l}{of} is {end_sentence(value, 'en')}"
+        return f"{who} {be} the {key_l}{of}?", f"The {key_l}{of} {be} {end_sentence(value, 'en')}"
     generic = len(key) <= 4 or key.endswith(("时间", "日期", "地点", "编号", "版本", "部门", "人", "人员"))
     who = f"{subject}的" if generic and subject else ""
     if contact:
@@ -84,10 +88,13 @@ def _kv_question(key: str, value: str, subject: str, lang: str) -> tuple[str, st
     else:
         q = f"{who}{key}是什么？"
     short = len(value) <= 24 and not re.search(r"[，；]", value)
-    return q, end_sentence(f"{who}{key}是{value}" if short else f"{key}：{value}", "zh")
+    what = f"{who}{key}的联系方式" if contact else f"{who}{key}"
+    return q, end_sentence(f"{what}是{value}" if short else f"{key}：{value}", "zh")
 
 
-_VERBISH = re.compile(r"须|应|为|是|将|可|不|在|截至|有|按|由|从|于|提|进行|发放|报销|支付|审批|申请|提交|完成")
+_VERBISH = re.compile(
+    r"须|应|为|是|将|可|不|在|截至|有|按|由|从|于|提|进行|发放|报销|支付|审批|申请|提交|完成"
+)
 
 
 def _is_sentence(value: str, lang: str) -> bool:
@@ -106,14 +113,20 @@ def kv_candidates(lines: list[str], subject: str, lang: str) -> tuple[list[Candi
     for i, line in enumerate(lines):
         m = _ZH_QA.search(line)
         if m:
-            out.append(Candidate(m.group("q").strip(), m.group("a").strip(), _gold(m.group("a"), lang), "faq"))
+            out.append(
+                Candidate(m.group("q").strip(), m.group("a").strip(), _gold(m.group("a"), lang), "faq")
+            )
             used.add(i)
             continue
         segs = [strip_marker(s) for s in _SEGMENTS.split(strip_marker(line)) if s.strip()]
         for seg in segs:
-            seg = seg.replace(":", "：", 1) if lang == "zh" and "：" not in seg and re.search(r"\D:\s", seg) else seg
+            seg = (
+                seg.replace(":", "：", 1)
+                if lang == "zh" and "：" not in seg and re.search(r"\D:\s", seg)
+                else seg
+            )
             m = rx.match(seg)
-            if not m or (lang == "zh" and re.search(r"^[\d\s]+$|须|应|以下|如下|请|可以", m.group("k"))):
+            if not m or (lang == "zh" and re.search(r"^[\d\s]+$|须|应|以下|如下|请|可以|分为|包括|\d", m.group("k"))):
                 continue
             key, value = m.group("k").strip(), m.group("v").strip().rstrip("。；;")
             if _is_sentence(value, lang):
@@ -130,10 +143,33 @@ def _cells(line: str) -> list[str]:
     return [p.strip() for p in parts if p.strip()]
 
 
-def _is_row(line: str, lang: str) -> bool:
+def _is_row(line: str, lang: str, min_cells: int = 3) -> bool:
+    """A table row: "|"-separated cells, or (Chinese) space-separated cells with no sentence marks."""
     if "|" in line:
         return line.count("|") >= 2
-    return lang == "zh" and not re.search(r"[。：:；]|[，,]\s", line) and len(_cells(line)) >= 3
+    return lang == "zh" and not re.search(r"[。：:；]|[，,]\s", line) and len(_cells(line)) >= min_cells
+
+
+def _runs(lines: list[str], lang: str) -> list[tuple[int, int]]:
+    """[start, end) of each run of row-like lines; inside a run a two-cell line ("防护等级 IP40") counts."""
+    runs, i = [], 0
+    while i < len(lines):
+        j = i
+        while j < len(lines) and _is_row(lines[j], lang, 3 if j == i else 2):
+            j += 1
+        if j > i:
+            runs.append((i, j))
+        i = max(j, i + 1)
+    return runs
+
+
+def _split_header(lines: list[str], lang: str) -> list[str] | None:
+    """The header of the last table in lines (the previous chunk): its first row or the line above it."""
+    for start, _ in reversed(_runs(lines, lang)):
+        for k in (start, start - 1):
+            if k >= 0 and _header_like(_cells(lines[k])):
+                return _cells(lines[k])
+    return None
 
 
 def _header_like(cells: list[str]) -> bool:
@@ -148,29 +184,23 @@ def table_candidates(
     the previous chunk with as many cells and no digits."""
     out: list[Candidate] = []
     used: set[int] = set()
-    i = 0
-    while i < len(chunk_lines):
-        j = i
-        while j < len(chunk_lines) and _is_row(chunk_lines[j], lang):
-            j += 1
+    for i, j in _runs(chunk_lines, lang):
         rows = [_cells(chunk_lines[k]) for k in range(i, j)]
         above = _cells(chunk_lines[i - 1]) if i > 0 and i - 1 not in used else []
         header: list[str] | None = None
         body: list[list[str]] = []
-        if rows and _header_like(rows[0]) and len(rows) >= 2:
+        if _header_like(rows[0]) and len(rows) >= 2:
             header, body = rows[0], rows[1:]
-        elif rows and _header_like(above) and not re.search(r"[，。：:]", chunk_lines[i - 1]):
+        elif _header_like(above) and not re.search(r"[，。：:]", chunk_lines[i - 1]):
             header, body = above, rows
             used.add(i - 1)
         elif len(rows) >= 2:
-            widths = [len(r) for r in rows]
-            width = max(set(widths), key=widths.count)
-            header = next((c for c in map(_cells, reversed(previous or [])) if len(c) == width and _header_like(c)), None)
-            body = rows
+            header, body = _split_header(previous or [], lang), rows
+        if header and len({len(r) for r in body} | {len(header)}) > 2:
+            header = header if len(header) == 2 else None  # a header that fits no row is not this table's
         if body:
             out += _table_rows(header, body, topic, lang)
             used.update(range(i, j))
-        i = max(j, i + 1)
     return out, used
 
 
@@ -194,17 +224,25 @@ def _table_rows(header: list[str] | None, body: list[list[str]], topic: str, lan
         values = cells[lead:]
         cols = header[lead : lead + len(values)] if header and len(header) >= len(cells) else []
         if cols and len(cols) == len(values):
-            facts = [f"{c}{'' if lang == 'zh' else ': '}{v}" for c, v in zip(cols, values, strict=True)]
+            facts = [f"{c}{'为' if lang == 'zh' else ': '}{v}" for c, v in zip(cols, values, strict=True)]
         else:
             facts = values
         sep = "，" if lang == "zh" else "; "
-        answer = end_sentence(f"{name}{'：' if lang == 'zh' else ': '}{sep.join(facts)}", lang)
+        if lang == "zh" and len(cols) == 1 == len(values):
+            answer = end_sentence(f"{name}的{cols[0]}是{values[0]}", lang)
+        else:
+            answer = end_sentence(f"{name}{'：' if lang == 'zh' else ': '}{sep.join(facts)}", lang)
         spans = number_spans(values[0], lang)
         gold = _gold(values[0], lang)
         if lang == "en":
             what = cols[0].lower() if cols else (topic.lower() or "rule")
             q = f"What is the {what} for {name}?"
-        elif spans and spans[0].start == 0 and spans[0].kind == "count" and re.search(r"天|月|小时", spans[0].text):
+        elif (
+            spans
+            and spans[0].start == 0
+            and spans[0].kind == "count"
+            and re.search(r"天|月|小时", spans[0].text)
+        ):
             unit = re.sub(r"^[\d,.\s]+", "", spans[0].text)
             q = f"{name}有多少{unit}？" if (spans[0].value or 0) > 10 else f"{name}有几{unit}？"
             gold = spans[0].text
@@ -232,7 +270,9 @@ def _label(line: str, title: str) -> bool:
     if (title and line in title) or (len(line) <= 12 and not re.search(r"[\d，。,.;；:：!?！？]", line)):
         return True
     words = line.split()
-    return 0 < len(words) <= 6 and all(w[0].isupper() or w in ("and", "of", "the", "for", "to", "&") for w in words)
+    return 0 < len(words) <= 6 and all(
+        w[0].isupper() or w in ("and", "of", "the", "for", "to", "&") for w in words
+    )
 
 
 def _parallel(values: list[str]) -> bool:
@@ -252,6 +292,7 @@ def heading_candidate(view: ChunkView, text: str, subject: str) -> Candidate | N
     answer = "".join(first) if view.lang == "zh" else " ".join(first)
     if len(answer) > 200:
         answer = first[0]
+    answer = end_sentence(answer, view.lang)
     spans = number_spans(answer, view.lang)
     gold = spans[0].text if spans else re.split(r"[，。；,.;]", answer)[0]
     if heading.endswith(("？", "?")):
@@ -260,7 +301,7 @@ def heading_candidate(view: ChunkView, text: str, subject: str) -> Candidate | N
         doc = f"the page about {subject[6:]}" if subject.startswith("About ") else f"the {subject}"
         if heading == view.title:
             q = f"What is {subject[6:]}?" if subject.startswith("About ") else f"What is {doc} about?"
-        elif all(w[:1].isupper() for w in heading.split()):
+        elif len(heading.split()) > 1 and all(w[:1].isupper() for w in heading.split()):
             q = f"What is {heading}?"  # a product or a name: "Qinghe Cloud"
         else:
             topic = heading[0].lower() + heading[1:] if heading[1:2].islower() else heading
@@ -311,11 +352,11 @@ class RulesQA(QAGenerator):
 
 
 def interleave(by_kind: dict[str, list[Candidate]], rng: random.Random) -> list[Candidate]:
-    """All candidates, one of each kind in turn (KINDS order), each kind shuffled by rng: the first few are
-    then of different kinds and from different parts of the chunk. Seeded by chunk id, so a chunk's picks
-    do not move when other chunks change."""
+    """All candidates, one of each specific kind in turn (KINDS order, each kind shuffled by rng), the
+    broad heading question last: the first few picks then differ in kind and in place within the chunk.
+    Seeded by (seed, chunk id), so a chunk's picks do not move when other chunks change."""
     pools = []
-    for kind in KINDS:
+    for kind in KINDS[:-1]:
         pool = list(by_kind.get(kind, []))
         rng.shuffle(pool)
         pools.append(pool)
@@ -324,4 +365,4 @@ def interleave(by_kind: dict[str, list[Candidate]], rng: random.Random) -> list[
         for pool in pools:
             if pool:
                 out.append(pool.pop(0))
-    return out
+    return out + by_kind.get("heading", [])

@@ -71,8 +71,10 @@ def join_items(lines: list[tuple[bool, str]], lang: str) -> list[str]:
     items: list[str] = []
     for marked, line in lines:
         prev = items[-1] if items else ""
-        wrapped = bool(prev) and not re.search(r"[。！？.!?；;:：]$", prev) and (
-            len(prev) >= 40 or re.search(r"[，,、（(“\-×]$", prev) or re.match(r"^[a-z，,。）)]", line)
+        wrapped = (
+            bool(prev)
+            and not re.search(r"[。！？.!?；;:：]$", prev)
+            and (len(prev) >= 40 or re.search(r"[，,、（(“\-×]$", prev) or re.match(r"^[a-z，,。）)]", line))
         )
         if wrapped and not marked:
             items[-1] = _glue(prev, line)
@@ -129,22 +131,37 @@ _ZH_SPANS: list[tuple[str, str]] = [
     ("skip", _DIGIT + r"\d{4}年"),  # "2025年度", "2024年1-8月": a year qualifying a period, no question in it
     ("time", _DIGIT + r"\d{1,2}:\d{2}(?:\s*[-–~至到]\s*\d{1,2}:\d{2})?"),
     ("percent", _DIGIT + _NUM + r"\s*%"),
-    ("phone", r"(?:ext\.?\s*|分机\s*)\d{3,5}|" + _DIGIT + r"\d{3,4}-\d{3,4}-\d{4}|" + _DIGIT + r"0\d{2,3}-\d{7,8}"),
+    (
+        "phone",
+        r"(?:ext\.?\s*|分机\s*)\d{3,5}|" + _DIGIT + r"\d{3,4}-\d{3,4}-\d{4}|" + _DIGIT + r"0\d{2,3}-\d{7,8}",
+    ),
     ("money", _DIGIT + _NUM + r"\s*(?:万元|亿元|元|美元|新元|万)(?:/[晚天月年次人])?"),
-    ("count", _DIGIT + _NUM + r"\s*(?:个工作日|个自然日|个月|工作日|小时|分钟|毫秒|秒钟|秒|天|周岁|周|年|岁|"
-     r"人|台|家|次|页|条|个|名|位|层|楼|GB|MB|TB|mm|V|W|Hz|dBm|欧姆)"),
+    (
+        "count",
+        _DIGIT + _NUM + r"\s*(?:个工作日|个自然日|个月|工作日|小时|分钟|毫秒|秒钟|秒|天|周岁|周|年|岁|"
+        r"人|台|家|次|页|条|个|名|位|层|楼|GB|MB|TB|mm|V|W|Hz|dBm|欧姆)",
+    ),
 ]
 _EN_SPANS: list[tuple[str, str]] = [
-    ("date", r"\b\d{1,2} (?:January|February|March|April|May|June|July|August|September|October|November|"
-     r"December)(?: \d{4})?\b"),
-    ("date", r"\b(?:January|February|March|April|May|June|July|August|September|October|November|December)"
-     r" \d{4}\b"),
+    (
+        "date",
+        r"\b\d{1,2} (?:January|February|March|April|May|June|July|August|September|October|November|"
+        r"December)(?: \d{4})?\b",
+    ),
+    (
+        "date",
+        r"\b(?:January|February|March|April|May|June|July|August|September|October|November|December)"
+        r" \d{4}\b",
+    ),
     ("time", r"\b\d{1,2}:\d{2}(?:\s*[-–]\s*\d{1,2}:\d{2})?(?: \(\w+\))?"),
     ("percent", _DIGIT + _NUM + r"\s*%"),
     ("phone", r"\bext\.?\s*\d{3,5}\b|\+?\d{2,3}[ -]\d{3,4}[ -]\d{4}\b|\b\d{3}-\d{3}-\d{4}\b"),
     ("money", r"\b(?:RMB|SGD|USD|CNY|US\$|\$)\s?" + _NUM + r"\b"),
-    ("count", _DIGIT + _NUM + r"(?:-\d+)?\s*(?:working days|days?|hours?|minutes?|seconds?|weeks?|months?|years?|"
-     r"characters|times|sessions?|countries|customers|patents|GB|MB|W|V|mm)\b"),
+    (
+        "count",
+        _DIGIT + _NUM + r"(?:-\d+)?\s*(?:working days|days?|hours?|minutes?|seconds?|weeks?|months?|years?|"
+        r"characters|times|sessions?|countries|customers|patents|GB|MB|W|V|mm)\b",
+    ),
 ]
 _ZH_RE = [(k, re.compile(p)) for k, p in _ZH_SPANS]
 _EN_RE = [(k, re.compile(p, re.IGNORECASE)) for k, p in _EN_SPANS]
@@ -158,7 +175,9 @@ def number_spans(text: str, lang: str) -> list[Span]:
             if any(m.start() < s.end and s.start < m.end() for s in taken):
                 continue
             num = re.search(r"\d+(?:\.\d+)?", m.group().replace(",", "").replace("，", ""))
-            taken.append(Span(m.start(), m.end(), m.group().strip(), kind, float(num.group()) if num else None))
+            taken.append(
+                Span(m.start(), m.end(), m.group().strip(), kind, float(num.group()) if num else None)
+            )
     return sorted((s for s in taken if s.kind != "skip"), key=lambda s: s.start)
 
 
@@ -167,17 +186,21 @@ def number_spans(text: str, lang: str) -> list[Span]:
 _TITLE_SUFFIXES = ("会议纪要", "纪要", "简介", "用户手册", "发布说明")
 
 
+_DOC_TYPE = re.compile(r"(手册|纪要|指南|说明|制度|办法|流程|规定|简介|政策|Guide|Policy|Manual|Handbook)$")
+
+
 def document_title(first_chunk: Chunk) -> str:
-    """The document's title: its top heading, else its first short lines (a PDF's title block)."""
+    """The document's title: its top heading, else its first line, joined with the second when that one
+    names the document type ("青禾智联科技有限公司" + "员工手册（2024年版）"), not a byline ("行政部编制")."""
     if first_chunk.headings:
         return clean_heading(first_chunk.headings[0])
-    lines = []
-    for raw in first_chunk.text.splitlines():
-        line = raw.strip().strip("#").strip()
-        if not line or len(line) > 30 or re.search(r"[:：。.]\s*\S", line) or len(lines) == 2:
-            break
-        lines.append(line)
-    return "".join(lines) if lines and language_of(lines[0]) == "zh" else " ".join(lines)
+    lines = [ln.strip().strip("#").strip() for ln in first_chunk.text.splitlines() if ln.strip()]
+    if not lines or len(lines[0]) > 40 or re.search(r"[:：。]\s*\S", lines[0]):
+        return ""
+    title = lines[0]
+    if len(lines) > 1 and len(lines[1]) <= 30 and _DOC_TYPE.search(re.sub(r"[（(][^）)]*[）)]$", "", lines[1])):
+        title = _glue(title, lines[1])
+    return title
 
 
 def subject_of(title: str) -> str:

@@ -1,0 +1,76 @@
+"""Filters every candidate pair passes before it is kept.
+
+- support: at least MIN_SUPPORT of the answer's character bigrams (whitespace removed, NFKC, case-folded)
+  occur in the evidence = the chunk's text + its heading path + its document's title. A copied sentence
+  scores 1.0; an answer a model made up, or took from its own knowledge, scores low. Bigrams rather than
+  words because Chinese has no spaces and a tokenizer would make the measure depend on its dictionary.
+- length: questions of MIN_Q..MAX_Q characters, answers of MIN_A..MAX_A (a one-character answer is noise;
+  a 600-character one is a passage, not an answer).
+- near-duplicates: a question whose character-bigram Jaccard with an already kept question (from any chunk,
+  earlier runs included) is ≥ DUP_JACCARD is dropped; the first one wins.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+
+from ingest.synth.base import Candidate
+from ingest.synth.text import bigrams, support
+
+MIN_SUPPORT = 0.6
+DUP_JACCARD = 0.8
+MIN_Q, MAX_Q = 4, 150
+MIN_A, MAX_A = 2, 600
+
+# Skip reasons (the keys of SynthReport.skipped).
+MALFORMED = "malformed"
+UNSUPPORTED = "unsupported"
+TOO_SHORT = "too_short"
+TOO_LONG = "too_long"
+DUPLICATE = "duplicate"
+
+
+def check(cand: Candidate, evidence: str) -> tuple[str | None, float]:
+    """(skip reason or None, support score) for one candidate against its evidence."""
+    q, a = cand.question.strip(), cand.answer.strip()
+    if len(q) < MIN_Q or len(a) < MIN_A or not cand.gold.strip():
+        return TOO_SHORT, 0.0
+    if len(q) > MAX_Q or len(a) > MAX_A:
+        return TOO_LONG, 0.0
+    if not re.search(r"[?？]\s*$", q):
+        return MALFORMED, 0.0
+    score = support(a, evidence)
+    if score < MIN_SUPPORT:
+        return UNSUPPORTED, score
+    return None, score
+
+
+class QuestionIndex:
+    """Kept questions as bigram sets with an inverted index, so a near-duplicate check looks only at the
+    questions sharing a bigram instead of every kept one."""
+
+    def __init__(self, threshold: float = DUP_JACCARD):
+        self.threshold = threshold
+        self.sets: list[set[str]] = []
+        self.postings: dict[str, list[int]] = {}
+
+    def _grams(self, question: str) -> set[str]:
+        text = re.sub(r"[?？。.!！\s]+$", "", question)
+        grams = set(bigrams(text))
+        return grams or {text.casefold()}
+
+    def near(self, question: str) -> bool:
+        grams = self._grams(question)
+        shared = Counter(i for g in grams for i in self.postings.get(g, ()))
+        for i, n in shared.items():
+            if n / (len(grams) + len(self.sets[i]) - n) >= self.threshold:
+                return True
+        return False
+
+    def add(self, question: str) -> None:
+        grams = self._grams(question)
+        idx = len(self.sets)
+        self.sets.append(grams)
+        for g in grams:
+            self.postings.setdefault(g, []).append(idx)

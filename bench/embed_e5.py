@@ -49,7 +49,7 @@ print(json.dumps({"load_s": load, "wall_s": wall, "cpu_s": cpu}))
 
 
 def emit(kind: str, **fields) -> None:
-    fields = {k: round(v, 4) if isinstance(v, float) else v for k, v in fields.items()}
+    fields = {k: round(v, 5) if isinstance(v, float) else v for k, v in fields.items()}
     print(
         json.dumps({"bench": kind, **fields, "loadavg_1m": round(os.getloadavg()[0], 2)}, ensure_ascii=False)
     )

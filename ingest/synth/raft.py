@@ -71,11 +71,11 @@ def assign_modes(ids: list[str], shares: Shares, seed: int) -> dict[str, str]:
 
 
 def split_sources(sources: list[str], share: float) -> set[str]:
-    """The validation documents: the round(share * n) sources (at least 1 when there are 2 or more, never
-    all of them) with the smallest sha1 of their path. Independent of the seed and of the other documents'
+    """The validation documents: the round(share * n) sources (at least 1 when there are 2 or more and
+    share > 0, never all of them) with the smallest sha1 of their path. Independent of the seed and of the other documents'
     content, so a document stays on its side while the knowledge base changes around it."""
     uniq = sorted(set(sources))
-    if len(uniq) < 2:
+    if len(uniq) < 2 or share <= 0:
         return set()
     n = min(max(1, round(share * len(uniq))), len(uniq) - 1)
     return set(sorted(uniq, key=lambda s: hashlib.sha1(s.encode()).hexdigest())[:n])

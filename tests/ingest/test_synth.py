@@ -21,10 +21,23 @@ from kb.generate.fake import FakeGenerator
 from kb.prompt import REFUSAL_PATTERNS, SYSTEM, SYSTEM_NO_RETRIEVAL
 from kb.schema import Chunk
 from kb.store import Store
-from tests.conftest import DOCS, write_corpus
+from tests.conftest import write_corpus
 
-PAIR_KEYS = {"id", "question", "answer", "gold", "lang", "kind", "generator", "chunk_id", "chunk_hash",
-             "source", "page", "doc_sha256", "support"}
+PAIR_KEYS = {
+    "id",
+    "question",
+    "answer",
+    "gold",
+    "lang",
+    "kind",
+    "generator",
+    "chunk_id",
+    "chunk_hash",
+    "source",
+    "page",
+    "doc_sha256",
+    "support",
+}
 
 
 def build(corpus: Path, cfg) -> Store:
@@ -46,7 +59,9 @@ def run(cfg, store, tmp_path, gen=None, **kw):
 
 
 def view(text: str, headings: list[str], lang: str = "zh", title: str = "员工手册") -> ChunkView:
-    chunk = Chunk(id="c1", text=text, source="hr/x.md", page=None, headings=headings, start=0, end=len(text), hash="h")
+    chunk = Chunk(
+        id="c1", text=text, source="hr/x.md", page=None, headings=headings, start=0, end=len(text), hash="h"
+    )
     return ChunkView(chunk, title, lang)
 
 
@@ -60,7 +75,9 @@ def test_rules_table_row_kv_and_number_sentences():
     assert marriage.kind == "table" and marriage.gold == "13天" and "有" in marriage.question
     assert "13天" in marriage.answer and "结婚证" in marriage.answer
 
-    kv = RulesQA().candidates(view("成立时间：2014年6月18日\n", ["基本信息"], title="青禾智联科技有限公司简介"), 5)
+    kv = RulesQA().candidates(
+        view("成立时间：2014年6月18日\n", ["基本信息"], title="青禾智联科技有限公司简介"), 5
+    )
     assert kv[0].kind == "kv" and kv[0].gold == "2014年6月18日"
     assert kv[0].question == "青禾智联科技有限公司的成立时间是什么时候？"
 
@@ -68,7 +85,9 @@ def test_rules_table_row_kv_and_number_sentences():
     q = next(c for c in num if c.kind == "number")
     assert q.question == "员工出差须至少提前几个工作日提交出差申请？" and q.gold == "3个工作日"
 
-    en = RulesQA().candidates(view("Passwords must be changed every 90 days.", ["Passwords"], "en", "IT Policy"), 5)
+    en = RulesQA().candidates(
+        view("Passwords must be changed every 90 days.", ["Passwords"], "en", "IT Policy"), 5
+    )
     assert any(c.question == "How often must passwords be changed?" and c.gold == "90 days" for c in en)
 
 
@@ -99,7 +118,7 @@ def one_doc(tmp_path: Path, cfg) -> Store:
 
 def test_llm_pairs_kept_when_supported(tmp_path, cfg):
     store = one_doc(tmp_path, cfg)
-    gen = FakeGenerator(replies=["问题：员工入职满一年后有几天带薪年假？\n答案：10天带薪年假。"])
+    gen = FakeGenerator(replies=["问题：入职一年的员工能休多少天年假？\n答案：10天带薪年假。"])
     run(cfg, store, tmp_path, gen, per_chunk=1)
     llm = [p for p in pairs_of(cfg) if p["generator"] == "llm"]
     assert len(gen.calls) == 1 and [p["answer"] for p in llm] == ["10天带薪年假。"]
@@ -158,8 +177,8 @@ def test_length_filter():
 def sources_of(user: str) -> dict[int, str]:
     """{n: text} of the numbered sources in an answer prompt."""
     body = user.split("\n\n问题：")[0].split("\n\nQuestion: ")[0]
-    blocks = re.split(r"(?:^|\n\n)\[(\d+)\] \([^\n]*\)\n", body)
-    return {int(n): text for n, text in zip(blocks[1::2], blocks[2::2], strict=True)}
+    blocks = re.split(r"\n\[(\d+)\] \([^\n]*\)\n", body)
+    return {int(n): text.strip() for n, text in zip(blocks[1::2], blocks[2::2], strict=True)}
 
 
 def test_raft_modes_and_shares():
@@ -201,7 +220,8 @@ def test_raft_conversations_follow_the_answer_prompt(corpus, cfg, tmp_path):
             assert srcs[n].strip() == gold and reply.startswith(pair["answer"])
             assert sum(t.strip() == gold for t in srcs.values()) == 1
     n = len(convs)
-    assert seen == {"oracle": round(0.5 * n), "distractor": round(0.3 * n), "plain": n - round(0.5 * n) - round(0.3 * n)}
+    for mode, share in (("oracle", 0.5), ("distractor", 0.3), ("plain", 0.2)):
+        assert abs(seen[mode] - share * n) < 1
     assert report.modes == seen
 
 
@@ -230,7 +250,9 @@ def test_changed_document_replaces_its_pairs(corpus, cfg, tmp_path):
     store = build(corpus, cfg)
     run(cfg, store, tmp_path)
     old = [p for p in pairs_of(cfg) if p["source"] == "hr/leave.md"]
-    (corpus / "hr" / "leave.md").write_text("# 休假制度\n\n## 年假\n\n员工入职满一年后享有12天带薪年假。\n", encoding="utf-8")
+    (corpus / "hr" / "leave.md").write_text(
+        "# 休假制度\n\n## 年假\n\n员工入职满一年后享有12天带薪年假。\n", encoding="utf-8"
+    )
     store = build(corpus, cfg)
     report = run(cfg, store, tmp_path)
     new = [p for p in pairs_of(cfg) if p["source"] == "hr/leave.md"]
@@ -258,7 +280,10 @@ def test_deleted_document_drops_its_pairs(corpus, cfg, tmp_path):
 
 
 def test_split_by_document(tmp_path, cfg):
-    docs = {f"d{i}/doc{i}.md": f"# 文档{i}\n\n第{i}号仓库的面积为{100 + i}平方米，租期为{i + 2}年。\n" for i in range(10)}
+    docs = {
+        f"d{i}/doc{i}.md": f"# 文档{i}\n\n第{i}号仓库的面积为{100 + i}平方米，租期为{i + 2}年。\n"
+        for i in range(10)
+    }
     store = build(write_corpus(tmp_path / "many", docs), cfg)
     report = run(cfg, store, tmp_path)
     pairs = {p["question"]: p for p in pairs_of(cfg)}
@@ -280,12 +305,16 @@ def test_split_by_document(tmp_path, cfg):
         assert set(item) >= {"id", "question", "answers", "source", "evidence", "answerable", "lang"}
         if item["answerable"]:
             assert item["answers"][0] in item["evidence"]
+        else:  # a refusal pair: no answer among the sources it was trained with
+            assert item["answers"] == [] and len(item["context"]) >= 2
 
 
 def test_split_sources_edge_cases():
     assert split_sources(["a.md"], 0.2) == set()
     assert len(split_sources(["a.md", "b.md"], 0.2)) == 1
-    assert split_sources([f"{i}.md" for i in range(20)], 0.2) == split_sources([f"{i}.md" for i in range(20)], 0.2)
+    assert split_sources([f"{i}.md" for i in range(20)], 0.2) == split_sources(
+        [f"{i}.md" for i in range(20)], 0.2
+    )
 
 
 def test_alpaca_output(corpus, cfg, tmp_path):
@@ -303,7 +332,3 @@ def test_bad_arguments(corpus, cfg, tmp_path):
         run(cfg, store, tmp_path, fmt="csv")
     with pytest.raises(ConfigError, match="generator"):
         run(cfg, store, tmp_path, None, use_llm=True)
-
-
-def test_tiny_corpus_docs_are_known():
-    assert set(DOCS) == {"hr/leave.md", "it/vpn.md", "general/canteen.txt"}

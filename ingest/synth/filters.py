@@ -6,6 +6,8 @@
   words because Chinese has no spaces and a tokenizer would make the measure depend on its dictionary.
 - length: questions of MIN_Q..MAX_Q characters, answers of MIN_A..MAX_A (a one-character answer is noise;
   a 600-character one is a passage, not an answer).
+- answer in question: a question that already contains its gold answer ("…整个过程约需3分钟？" → "3分钟")
+  teaches nothing; small models write such echoes.
 - near-duplicates: a question whose character-bigram Jaccard with an already kept question (from any chunk,
   earlier runs included) is ≥ DUP_JACCARD is dropped; the first one wins.
 """
@@ -16,7 +18,7 @@ import re
 from collections import Counter
 
 from ingest.synth.base import Candidate
-from ingest.synth.text import bigrams, support
+from ingest.synth.text import bigrams, nfkc, support
 
 MIN_SUPPORT = 0.6
 DUP_JACCARD = 0.8
@@ -29,6 +31,11 @@ UNSUPPORTED = "unsupported"
 TOO_SHORT = "too_short"
 TOO_LONG = "too_long"
 DUPLICATE = "duplicate"
+ANSWER_IN_QUESTION = "answer_in_question"
+
+
+def _norm(text: str) -> str:
+    return re.sub(r"[\W_]+", "", nfkc(text).casefold())
 
 
 def check(cand: Candidate, evidence: str) -> tuple[str | None, float]:
@@ -40,6 +47,9 @@ def check(cand: Candidate, evidence: str) -> tuple[str | None, float]:
         return TOO_LONG, 0.0
     if not re.search(r"[?？]\s*$", q):
         return MALFORMED, 0.0
+    gold = _norm(cand.gold)
+    if len(gold) >= 2 and gold in _norm(q):
+        return ANSWER_IN_QUESTION, 0.0
     score = support(a, evidence)
     if score < MIN_SUPPORT:
         return UNSUPPORTED, score

@@ -13,34 +13,52 @@ import re
 
 from ingest.synth.base import Candidate, ChunkView, QAGenerator
 from ingest.synth.filters import MALFORMED
-from ingest.synth.text import body_lines, has_marker, join_items, number_spans, sentences, strip_marker
+from ingest.synth.text import (
+    body_lines,
+    clean_heading,
+    has_marker,
+    join_items,
+    number_spans,
+    sentences,
+    strip_marker,
+)
 from kb.generate.base import Generator, Message
 
 MAX_NEW_TOKENS = 96
 
-PROMPT = {
+# The instruction goes in the system turn and the one worked example is a previous user/assistant
+# exchange: a 0.5B chat model imitates a turn it has "already made" far more reliably than an example
+# quoted inside the instruction (which it tends to echo). The example is about nothing in a company's
+# documents, so a copied example fails the support filter.
+SYSTEM = {
+    "zh": "你根据资料出一道问答题。用资料里的原话简短回答。只输出两行：第一行以“问题：”开头，第二行以“答案：”开头。",
+    "en": "You write one quiz question about the text and answer it briefly with words from the text. "
+    "Output exactly two lines: the first starts with 'Question:', the second with 'Answer:'.",
+}
+EXAMPLE = {
     "zh": (
-        "根据资料提出一个问题，并用资料里的原话简短回答。只输出两行，格式如下：\n"
-        "问题：……\n答案：……\n\n"
-        "例子：\n资料：员工出差须至少提前3个工作日在系统中提交出差申请。\n"
-        "问题：员工出差须至少提前几个工作日提交出差申请？\n答案：至少提前3个工作日。\n\n"
-        "资料：{text}"
+        "资料：市图书馆每周一闭馆，读者每次最多可借阅5本书，借期为30天。",
+        "问题：市图书馆的借期是多少天？\n答案：借期为30天。",
     ),
     "en": (
-        "Write one question about the text and answer it briefly with words from the text. "
-        "Output exactly two lines in this format:\nQuestion: ...\nAnswer: ...\n\n"
-        "Example:\nText: Passwords must be changed every 90 days.\n"
-        "Question: How often must passwords be changed?\nAnswer: Every 90 days.\n\n"
-        "Text: {text}"
+        "Text: The city library is closed on Mondays and lends up to 5 books for 30 days.",
+        "Question: How many books does the city library lend at a time?\nAnswer: Up to 5 books.",
     ),
 }
+MATERIAL = {"zh": "资料：{text}", "en": "Text: {text}"}
 
 _ZH = re.compile(r"问题\s*[:：]\s*(?P<q>[^\n]+?)\s*\n+\s*答案\s*[:：]\s*(?P<a>[^\n]+)")
 _EN = re.compile(r"Question\s*:\s*(?P<q>[^\n]+?)\s*\n+\s*Answer\s*:\s*(?P<a>[^\n]+)", re.IGNORECASE)
 
 
 def build_messages(text: str, lang: str) -> list[Message]:
-    return [{"role": "user", "content": PROMPT[lang].format(text=text)}]
+    example_in, example_out = EXAMPLE[lang]
+    return [
+        {"role": "system", "content": SYSTEM[lang]},
+        {"role": "user", "content": example_in},
+        {"role": "assistant", "content": example_out},
+        {"role": "user", "content": MATERIAL[lang].format(text=text)},
+    ]
 
 
 def parse_reply(reply: str, lang: str) -> tuple[str, str] | None:
@@ -81,7 +99,7 @@ class LLMQA(QAGenerator):
 
     def candidates(self, view: ChunkView, n: int) -> list[Candidate]:
         out = []
-        heading = view.chunk.headings[-1] if view.chunk.headings else ""
+        heading = clean_heading(view.chunk.headings[-1]) if view.chunk.headings else ""
         for sentence in focus_sentences(view, n):
             text = f"{heading}：{sentence}" if heading and view.lang == "zh" else sentence
             self.calls += 1

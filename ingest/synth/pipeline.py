@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 from tqdm import tqdm
 
 from finetune.data import write_examples
@@ -185,9 +186,12 @@ def write_outputs(
     max_chars = cfg.answer.max_context_chars
     for name, items in splits.items():
         modes = assign_modes([p["id"] for p in items], shares, seed)
+        banned = frozenset(val_sources) if name == "train" else frozenset()
         convs = []
         for p in items:
-            conv, shown = conversation(p, modes[p["id"]], by_id[p["chunk_id"]], distractors, max_chars, seed)
+            conv, shown = conversation(
+                p, modes[p["id"]], by_id[p["chunk_id"]], distractors, max_chars, seed, banned
+            )
             convs.append(conv)
             modes_total[modes[p["id"]]] += 1
             if name == "validation":
@@ -268,6 +272,22 @@ def synthesize(
         report.pairs_total = len(state.pairs)
         write_outputs(cfg, store, state.pairs, Path(out_dir), fmt, seed, shares, validation_share, report)
     report.seconds = time.perf_counter() - t0
+    # Like every kb run, the resolved configuration and the run's numbers go beside the outputs.
+    settings = {
+        "per_chunk": per_chunk,
+        "fmt": fmt,
+        "use_llm": use_llm,
+        "seed": seed,
+        "shares": vars(shares),
+        "validation_share": validation_share,
+    }
+    atomic_write_text(
+        Path(out_dir) / "config.yaml",
+        yaml.safe_dump({**cfg.to_dict(), "synth": settings}, allow_unicode=True, sort_keys=False),
+    )
+    atomic_write_text(
+        Path(out_dir) / "report.json", json.dumps(report.to_json(), ensure_ascii=False, indent=1)
+    )
     return report
 
 

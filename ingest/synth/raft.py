@@ -101,23 +101,30 @@ class Distractors:
                 self._near[gold.id] = []
         return self._near[gold.id]
 
-    def pick(self, gold: Chunk, answer: str, gold_fact: str, rng: random.Random) -> list[Chunk]:
+    def pick(
+        self,
+        gold: Chunk,
+        answer: str,
+        gold_fact: str,
+        rng: random.Random,
+        banned: frozenset[str] = frozenset(),
+    ) -> list[Chunk]:
+        """2-3 chunks of other documents (none of `banned`) that do not hold the answer."""
         k = rng.choice((2, 3))
         fact = nfkc("".join(gold_fact.split())).casefold()
 
         def usable(i: int) -> bool:
             c = self.chunks[i]
             text = nfkc("".join(c.text.split())).casefold()
-            return c.source != gold.source and fact not in text and support(answer, c.text) < MIN_SUPPORT
+            if c.source == gold.source or c.source in banned:
+                return False
+            return fact not in text and support(answer, c.text) < MIN_SUPPORT
 
         near = [i for i in self._nearest(gold) if usable(i)]
         picked = rng.sample(near, min(k, len(near)))
-        if len(picked) < k:
-            rest = [
-                i for i in range(len(self.chunks)) if i not in picked and self.chunks[i].source != gold.source
-            ]
-            rng.shuffle(rest)
-            picked += [i for i in rest[: 4 * k] if usable(i)][: k - len(picked)]
+        if len(picked) < k:  # too few near ones: random chunks (a bounded draw, not a pass over the store)
+            draw = rng.sample(range(len(self.chunks)), min(len(self.chunks), 16 * k))
+            picked += [i for i in draw if i not in picked and usable(i)][: k - len(picked)]
         return [self.chunks[i] for i in picked]
 
 
@@ -126,15 +133,22 @@ def _hits(chunks: list[Chunk]) -> list[Hit]:
 
 
 def conversation(
-    pair: dict[str, Any], mode: str, gold: Chunk, distractors: Distractors, max_chars: int, seed: int
+    pair: dict[str, Any],
+    mode: str,
+    gold: Chunk,
+    distractors: Distractors,
+    max_chars: int,
+    seed: int,
+    banned: frozenset[str] = frozenset(),
 ) -> tuple[list[Message], list[str]]:
     """The training conversation for one pair in the given mode (see the module docstring), and the ids
-    of the chunks shown as sources."""
+    of the chunks shown as sources. `banned` documents never serve as distractors (training prompts
+    must not show the validation documents' text)."""
     rng = random.Random(_key(seed, pair["id"]))
     question, answer, lang = pair["question"], pair["answer"], pair["lang"]
     if mode == PLAIN:
         return [*plain_messages(question), {"role": "assistant", "content": answer}], []
-    others = distractors.pick(gold, answer, pair["gold"], rng)
+    others = distractors.pick(gold, answer, pair["gold"], rng, banned)
     if mode == DISTRACTOR:
         rng.shuffle(others)
         messages = answer_messages(question, _hits(others), max_chars)

@@ -87,7 +87,7 @@ def _kv_question(key: str, value: str, subject: str, lang: str) -> tuple[str, st
         q = f"{key}在哪里？"
     else:
         q = f"{who}{key}是什么？"
-    short = len(value) <= 24 and not re.search(r"[，；]", value)
+    short = len(value) <= 24 and not re.search(r"[，；]", value) and bool(who or contact)
     what = f"{who}{key}的联系方式" if contact else f"{who}{key}"
     return q, end_sentence(f"{what}是{value}" if short else f"{key}：{value}", "zh")
 
@@ -191,22 +191,27 @@ def table_candidates(
         above = _cells(chunk_lines[i - 1]) if i > 0 and i - 1 not in used else []
         header: list[str] | None = None
         body: list[list[str]] = []
+        borrowed = False
         if _header_like(rows[0]) and len(rows) >= 2:
             header, body = rows[0], rows[1:]
         elif _header_like(above) and not re.search(r"[，。：:]", chunk_lines[i - 1]):
             header, body = above, rows
             used.add(i - 1)
         elif len(rows) >= 2:
-            header, body = _split_header(previous or [], lang), rows
+            header, body, borrowed = _split_header(previous or [], lang), rows, True
         if header and len({len(r) for r in body} | {len(header)}) > 2:
             header = header if len(header) == 2 else None  # a header that fits no row is not this table's
         if body:
-            out += _table_rows(header, body, topic, lang)
+            out += _table_rows(header, body, topic, lang, borrowed)
             used.update(range(i, j))
     return out, used
 
 
-def _table_rows(header: list[str] | None, body: list[list[str]], topic: str, lang: str) -> list[Candidate]:
+def _table_rows(
+    header: list[str] | None, body: list[list[str]], topic: str, lang: str, borrowed: bool = False
+) -> list[Candidate]:
+    """One candidate per row. A header borrowed from the previous chunk shapes the question only: the
+    answer must stand on this chunk's text, so it lists the bare cells."""
     width = len(header) if header else 0
     lengths = {len(r) for r in body}
     out = []
@@ -225,12 +230,12 @@ def _table_rows(header: list[str] | None, body: list[list[str]], topic: str, lan
         name = "".join(cells[:lead]) if lang == "zh" else " ".join(cells[:lead])
         values = cells[lead:]
         cols = header[lead : lead + len(values)] if header and len(header) >= len(cells) else []
-        if cols and len(cols) == len(values):
+        if cols and len(cols) == len(values) and not borrowed:
             facts = [f"{c}{'为' if lang == 'zh' else ': '}{v}" for c, v in zip(cols, values, strict=True)]
         else:
             facts = values
         sep = "，" if lang == "zh" else "; "
-        if lang == "zh" and len(cols) == 1 == len(values):
+        if lang == "zh" and len(cols) == 1 == len(values) and not borrowed:
             answer = end_sentence(f"{name}的{cols[0]}是{values[0]}", lang)
         else:
             answer = end_sentence(f"{name}{'：' if lang == 'zh' else ': '}{sep.join(facts)}", lang)

@@ -169,6 +169,12 @@ def test_length_filter():
 
     assert check(Candidate("几天？", "10天", "10天", "llm"), "10天")[0] == "too_short"
     assert check(Candidate("年假几天？", "10天" * 400, "10天", "llm"), "10天")[0] == "too_long"
+    echo = Candidate("整个过程约需3分钟？", "整个过程约需3分钟。", "整个过程约需3分钟", "llm")
+    assert check(echo, "整个过程约需3分钟。")[0] == "answer_in_question"
+    assert check(Candidate("整个过程约需几分钟？", "约需3分钟。", "3分钟", "llm"), "整个过程约需3分钟。") == (
+        None,
+        1.0,
+    )
 
 
 # ---------- RAFT conversations ----------
@@ -299,6 +305,9 @@ def test_split_by_document(tmp_path, cfg):
         return found
 
     assert sources("validation") == val_sources and not sources("train") & val_sources
+    for r in read_jsonl(tmp_path / "out" / "train.jsonl"):  # validation text is not even a distractor
+        shown = re.findall(r"\n\[\d+\] \(([^ )]+)", r["conversations"][-2]["content"])
+        assert not set(shown) & val_sources
     qa = read_jsonl(tmp_path / "out" / "validation_qa.jsonl")
     assert len(qa) == report.validation and {q["source"] for q in qa if q["answerable"]} <= val_sources
     for item in qa:
@@ -332,3 +341,22 @@ def test_bad_arguments(corpus, cfg, tmp_path):
         run(cfg, store, tmp_path, fmt="csv")
     with pytest.raises(ConfigError, match="generator"):
         run(cfg, store, tmp_path, None, use_llm=True)
+
+
+class InterruptingGenerator(FakeGenerator):
+    """Stops the run (as Ctrl-C would) on its second call."""
+
+    def stream(self, messages, *, max_new_tokens=None):
+        if len(self.calls) == 1:
+            raise KeyboardInterrupt
+        yield from super().stream(messages, max_new_tokens=max_new_tokens)
+
+
+def test_interrupted_run_keeps_finished_chunks(corpus, cfg, tmp_path):
+    store = build(corpus, cfg)
+    with pytest.raises(KeyboardInterrupt):
+        run(cfg, store, tmp_path, InterruptingGenerator(), per_chunk=1)
+    state = json.loads((Path(cfg.kb_dir) / "synth" / "state.json").read_text(encoding="utf-8"))
+    assert len(state["chunks"]) == 1  # the first chunk finished before the interruption
+    report = run(cfg, store, tmp_path, FakeGenerator(), per_chunk=1)
+    assert report.chunks_new == len(store.iter_chunks()) - 1

@@ -49,6 +49,14 @@ def build_parser() -> argparse.ArgumentParser:
     _adapter(p)
     _common(p)
 
+    p = sub.add_parser("synth", help="synthesize instruction pairs (RAFT-style) from the knowledge base's chunks")
+    p.add_argument("--out", type=Path, help="output folder (default <kb>/synth)")
+    p.add_argument("--per-chunk", type=int, default=2, help="questions per chunk and generator")
+    p.add_argument("--format", choices=["conversations", "alpaca"], default="conversations")
+    p.add_argument("--no-llm", action="store_true", help="rule-based generator only (no model needed; fast)")
+    p.add_argument("--seed", type=int, default=0)
+    _common(p)
+
     p = sub.add_parser("finetune", help="tune the chat model on instruction pairs; publishes a new adapter")
     p.add_argument("--method", choices=["lora", "ptuning-v2"])
     p.add_argument("--model", help="base model: bundled:<name>, a directory, a hub id or modelscope:<id>")
@@ -230,6 +238,21 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_synth(args: argparse.Namespace) -> int:
+    from ingest.synth import synthesize
+    from kb.service import open_generator
+    from kb.store import Store
+
+    cfg = _config(args)
+    store = Store.open(cfg.kb_dir)
+    generator = None if args.no_llm else open_generator(cfg)
+    out = args.out or Path(cfg.kb_dir) / "synth"
+    report = synthesize(cfg, store, generator, out_dir=out, per_chunk=args.per_chunk, fmt=args.format,
+                        use_llm=not args.no_llm, seed=args.seed)
+    print(json.dumps(report.to_json()) if args.json else report.summary())
+    return 0
+
+
 def cmd_finetune(args: argparse.Namespace) -> int:
     from finetune.config import load_finetune_config
     from finetune.run import finetune
@@ -278,7 +301,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"ingest": cmd_ingest, "search": cmd_search, "ask": cmd_ask, "chat": cmd_chat, "eval": cmd_eval,
-            "finetune": cmd_finetune, "models": cmd_models}
+            "synth": cmd_synth, "finetune": cmd_finetune, "models": cmd_models}
 
 if __name__ == "__main__":
     sys.exit(main())

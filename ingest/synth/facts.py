@@ -73,7 +73,10 @@ def zh_number_questions(sentence: str) -> list[Candidate]:
             continue  # "截至2024年6月30日，公司共有员工642人": the date frames the fact, it is not one
         clause = (before.rstrip() + wh + rest.lstrip()).strip()
         # A condition ("超过6小时的，可改乘飞机") is only a question together with what follows it.
-        condition = re.search(r"的\S{0,6}$", clause) or (not rest.strip() and i == 0)
+        ends_clause = not rest.strip()
+        condition = re.search(r"的\S{0,6}$", clause) or (
+            ends_clause and (i == 0 or re.search(r"(满|超过|达到|不满|累计)$", before))
+        )
         if condition and i + 2 < len(bounds):
             clause += "，" + body[bounds[i + 1] : min(bounds[i + 2] - 1, len(body))]
         # A clause continuing an earlier subject ("…，并在出发后2个工作日内补交申请") needs that subject.

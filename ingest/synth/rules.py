@@ -83,8 +83,8 @@ def _kv_question(key: str, value: str, subject: str, lang: str) -> tuple[str, st
         q = f"{who}{key}是谁？"
     elif _PERSON.match(value) and key.endswith(("部", "中心", "组", "室", "办", "处")):
         q, who = f"{subject}{key}的负责人是谁？", ""
-    elif _ADDRESS.search(value) and not generic:
-        q = f"{key}在哪里？"
+    elif _ADDRESS.search(value) and not key.endswith(("编号", "名称", "全称")):
+        q = f"{who}{key}在哪里？"
     else:
         q = f"{who}{key}是什么？"
     short = len(value) <= 24 and not re.search(r"[，；]", value) and bool(who or contact)
@@ -301,7 +301,7 @@ def heading_candidate(view: ChunkView, text: str, subject: str) -> Candidate | N
         answer = first[0]
     answer = end_sentence(answer, view.lang)
     spans = number_spans(answer, view.lang)
-    gold = spans[0].text if spans else re.split(r"[，。；,.;]", answer)[0]
+    gold = spans[0].text if spans else re.split(r"[，。；]|[,.;](?=\s|$)", answer)[0]
     if heading.endswith(("？", "?")):
         return Candidate(heading, answer, gold, "faq")
     if view.lang == "en":

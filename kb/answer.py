@@ -1,8 +1,9 @@
-"""The answer flow: retrieve → check the sources can answer → prompt → generate → cite.
+"""The answer flow: retrieve → check the question is about something the KB holds → prompt →
+generate → check the answer is grounded → cite.
 
-Refusal is decided from evidence, not from the prompt alone (small models rarely refuse when told
-to): the best cosine of the retrieved chunks, the generator's own P(yes) that the sources hold the
-answer, and a refusal phrase in the generated text.
+Refusal is decided from evidence, not from the prompt alone (kb/grounding.py says why and how):
+terms of the question unknown to the knowledge base, an answer that adds nothing found in the
+sources, a refusal phrase from the model; optionally the best cosine and the model's P(yes).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import Callable
 
 from kb.config import AnswerConfig, Config
 from kb.generate.base import Generator, Message
+from kb.grounding import _clean, novel_support, same_language, unknown_terms
 from kb.prompt import REFUSAL, REFUSAL_PATTERNS, answer_messages, language, plain_messages, support_messages
 from kb.retrieve import Retriever
 from kb.schema import Answer, Citation, Hit
@@ -81,27 +83,55 @@ class Answerer:
         if hits is None:
             hits = self.retrieve(question)
         hits = hits[: self.cfg.retrieval.k]
-        if self._should_refuse(question, hits):
+        refuse, why = self.refuse_before(question, hits)
+        if refuse:
             if on_token:
                 on_token(REFUSAL[lang])
-            return Answer(REFUSAL[lang], [], True, time.perf_counter() - t0, hits)
-        text = self._generate(answer_messages(question, hits, self.acfg.max_context_chars, history), on_token)
-        if not text.strip() or REFUSAL_PATTERNS.search(text):
-            return Answer(REFUSAL[lang], [], True, time.perf_counter() - t0, hits)
-        text, cits = resolve_citations(text, hits)
+            return Answer(REFUSAL[lang], [], True, time.perf_counter() - t0, hits, why)
+        shown = hits[: self._n_shown(hits)]
+        text = self._generate(answer_messages(question, shown, self.acfg.max_context_chars, history), on_token)
+        refuse, why = self.refuse_after(question, text, shown)
+        if refuse:
+            return Answer(REFUSAL[lang], [], True, time.perf_counter() - t0, hits, why)
+        text, cits = resolve_citations(text, shown)
         return Answer(text, cits, False, time.perf_counter() - t0, hits)
 
-    def _should_refuse(self, question: str, hits: list[Hit]) -> bool:
+    def _n_shown(self, hits: list[Hit]) -> int:
+        """How many hits fit the prompt (format_sources keeps whole chunks up to max_context_chars)."""
+        from kb.prompt import format_sources
+
+        return max(1, format_sources(hits, self.acfg.max_context_chars).count("\n\n[") + 1)
+
+    def refuse_before(self, question: str, hits: list[Hit]) -> tuple[bool, str]:
         if not hits:
-            return True
+            return True, "no sources found"
         best = max((h.dense for h in hits if h.dense is not None), default=None)
         if self.acfg.refuse_min_dense > 0 and best is not None and best < self.acfg.refuse_min_dense:
-            return True
+            return True, f"best similarity {best:.3f} < answer.refuse_min_dense"
+        keyword = getattr(getattr(self.retriever, "store", None), "keyword", None)
+        if self.acfg.unknown_terms and keyword is not None and same_language(question, [h.chunk.text for h in hits]):
+            from kb.keyword import tokenize
+
+            unknown = unknown_terms(tokenize(question), keyword.vocab)
+            if unknown:
+                return True, f"the knowledge base never mentions: {', '.join(unknown)}"
         if self.acfg.support_check:
             p = self.generator.yes_probability(support_messages(question, hits, self.acfg.max_context_chars))
             if p is not None and p < self.acfg.support_threshold:
-                return True
-        return False
+                return True, f"P(sources answer) {p:.2f} < answer.support_threshold"
+        return False, ""
+
+    def refuse_after(self, question: str, text: str, hits: list[Hit]) -> tuple[bool, str]:
+        if len(_clean(text)) < 2:
+            return True, "empty answer"
+        if REFUSAL_PATTERNS.search(text):
+            return True, "the model said the sources do not answer"
+        share, n_novel = novel_support(text, question, [h.chunk.text for h in hits])
+        if n_novel < self.acfg.min_novel:
+            return True, "the answer only restates the question"
+        if share < self.acfg.min_support:
+            return True, f"only {share:.0%} of the answer is found in the sources"
+        return False, ""
 
     def _generate(self, messages: list[Message], on_token: Callable[[str], None] | None) -> str:
         pieces = []

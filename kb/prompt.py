@@ -28,11 +28,9 @@ REFUSAL = {
 }
 
 SYSTEM = {
-    "zh": "你是公司内部知识库的问答助手。只根据给出的资料回答员工的问题，回答简短准确，"
-    "并在句末用 [编号] 标出所依据的资料。资料中没有答案时，只回答：资料中没有相关信息。",
-    "en": "You answer employees' questions from the company's documents. Answer only from the numbered "
-    "sources, briefly, and cite the source you used as [n] at the end of the sentence. If the sources "
-    "do not contain the answer, reply only: The sources do not contain this information.",
+    "zh": "你是公司内部知识库的问答助手。根据给出的资料，用一句话简短回答员工的问题，并在句末标出所依据资料的编号，例如 [1]。",
+    "en": "You answer employees' questions from the company's documents. Answer in one short sentence from the "
+    "numbered sources and cite the source you used at the end, for example [1].",
 }
 
 SYSTEM_NO_RETRIEVAL = {
@@ -67,9 +65,9 @@ def answer_messages(question: str, hits: list[Hit], max_chars: int, history: lis
     lang = language(question)
     sources = format_sources(hits, max_chars)
     if lang == "zh":
-        user = f"资料：\n{sources}\n\n问题：{question}\n请根据资料简短回答，并注明出处编号。"
+        user = f"资料：\n{sources}\n\n问题：{question}"
     else:
-        user = f"Sources:\n{sources}\n\nQuestion: {question}\nAnswer briefly from the sources and cite the source number."
+        user = f"Sources:\n{sources}\n\nQuestion: {question}"
     return [{"role": "system", "content": SYSTEM[lang]}, *(history or []), {"role": "user", "content": user}]
 
 

@@ -70,6 +70,7 @@ class Answer:
     refused: bool
     seconds: float
     hits: list[Hit] = field(default_factory=list)  # what retrieval returned, cited or not
+    why: str = ""  # why it refused, for logs and evaluation reports
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -77,4 +78,5 @@ class Answer:
             "citations": [asdict(c) for c in self.citations],
             "refused": self.refused,
             "seconds": round(self.seconds, 3),
+            **({"why": self.why} if self.why else {}),
         }

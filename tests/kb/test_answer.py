@@ -36,7 +36,8 @@ def test_answer_with_citation():
 
 def test_refuses_when_support_is_low_without_generating():
     gen = FakeGenerator(replies=["不该生成"], yes=[0.1])
-    ans = Answerer(_Retr(_hits()), gen, load_config(data={})).answer("公司有健身房吗？")
+    cfg = load_config(data={"answer": {"support_check": True}})
+    ans = Answerer(_Retr(_hits()), gen, cfg).answer("公司有健身房吗？")
     assert ans.refused and ans.answer == REFUSAL["zh"] and gen.replies == ["不该生成"]
 
 
@@ -54,3 +55,38 @@ def test_refuses_with_no_hits():
 def test_language():
     assert language("年假有几天？") == "zh" and language("How many days of leave?") == "en"
     assert language("VPN 密码多久过期") == "zh"
+
+
+def test_refuses_answer_that_only_restates_the_question():
+    gen = FakeGenerator(replies=["员工入职满一年后享有带薪年假。"])
+    ans = Answerer(_Retr(_hits()), gen, load_config(data={})).answer("员工入职满一年后享有带薪年假吗？")
+    assert ans.refused and "restates" in ans.why
+
+
+def test_refuses_answer_with_facts_not_in_sources():
+    gen = FakeGenerator(replies=["哺乳期员工每天有两小时哺乳时间，由部门经理批准。"])
+    ans = Answerer(_Retr(_hits()), gen, load_config(data={})).answer("哺乳假有多长时间？")
+    assert ans.refused and "found in the sources" in ans.why
+
+
+def test_degenerate_answer_refused():
+    ans = Answerer(_Retr(_hits()), FakeGenerator(replies=["[1]"]), load_config(data={})).answer("年假几天？")
+    assert ans.refused and ans.why == "empty answer"
+
+
+class _Store:
+    class keyword:  # noqa: N801 - stands in for BM25Index
+        vocab = {"员工": 0, "年假": 1, "入职": 2}
+
+
+class _RetrWithStore(_Retr):
+    store = _Store
+
+
+def test_unknown_question_terms_refuse_before_generating():
+    gen = FakeGenerator(replies=["不该生成"])
+    ans = Answerer(_RetrWithStore(_hits()), gen, load_config(data={})).answer("员工的股票期权怎么归属？")
+    assert ans.refused and "股票" in ans.why and gen.calls == []
+    cfg = load_config(data={"answer": {"unknown_terms": False}})
+    ans = Answerer(_RetrWithStore(_hits()), FakeGenerator(replies=["有10天带薪年假 [1]"]), cfg).answer("员工的股票期权怎么归属？")
+    assert not ans.refused

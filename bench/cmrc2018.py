@@ -48,7 +48,9 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--set", action="append", default=[])
     ap.add_argument("--limit", type=int, help="questions to evaluate (default all)")
-    ap.add_argument("--answer", type=int, default=0, help="also answer this many questions with the generator")
+    ap.add_argument(
+        "--answer", type=int, default=0, help="also answer this many questions with the generator"
+    )
     args = ap.parse_args()
 
     paragraphs, questions = load_cmrc(args.data)
@@ -61,9 +63,18 @@ def main() -> None:
         cfg = load_config(overrides=[f"kb_dir={tmp}/kb", *args.set])
         embedder = get_embedder(cfg.embedder)
         report = ingest([docs], cfg, embedder, progress=False)
-        print(json.dumps({"bench": "cmrc2018.ingest", "paragraphs": len(paragraphs), "chunks": report.chunks,
-                          "seconds": round(report.seconds, 2),
-                          "chunks_per_s": round(report.chunks / report.seconds, 1), "embedder": embedder.name}))
+        print(
+            json.dumps(
+                {
+                    "bench": "cmrc2018.ingest",
+                    "paragraphs": len(paragraphs),
+                    "chunks": report.chunks,
+                    "seconds": round(report.seconds, 2),
+                    "chunks_per_s": round(report.chunks / report.seconds, 1),
+                    "embedder": embedder.name,
+                }
+            )
+        )
         retriever = Retriever(Store.open(cfg.kb_dir), embedder, cfg.retrieval)
         ranks, t0 = [], time.perf_counter()
         for q in questions:
@@ -74,10 +85,19 @@ def main() -> None:
                     pids.append(pid)
             ranks.append(pids.index(q["pid"]) + 1 if q["pid"] in pids else None)
         secs = time.perf_counter() - t0
-        print(json.dumps({"bench": "cmrc2018.retrieval", "questions": len(questions),
-                          "hit@1": round(M.hit_at(ranks, 1), 4), "hit@5": round(M.hit_at(ranks, 5), 4),
-                          "mrr@10": round(M.mrr_at(ranks, 10), 4), "ms_per_query": round(1000 * secs / len(questions), 1),
-                          "config": args.set}))
+        print(
+            json.dumps(
+                {
+                    "bench": "cmrc2018.retrieval",
+                    "questions": len(questions),
+                    "hit@1": round(M.hit_at(ranks, 1), 4),
+                    "hit@5": round(M.hit_at(ranks, 5), 4),
+                    "mrr@10": round(M.mrr_at(ranks, 10), 4),
+                    "ms_per_query": round(1000 * secs / len(questions), 1),
+                    "config": args.set,
+                }
+            )
+        )
         if args.answer:
             from kb.answer import Answerer
             from kb.generate import get_generator
@@ -92,10 +112,19 @@ def main() -> None:
                 contains.append(not ans.refused and M.contains_any(ans.answer, q["answers"]))
                 f1.append(0.0 if ans.refused else M.best_f1(ans.answer, q["answers"]))
                 secs.append(ans.seconds)
-            print(json.dumps({"bench": "cmrc2018.answer", "questions": len(sample),
-                              "contains": round(sum(contains) / len(sample), 4), "f1": round(sum(f1) / len(sample), 4),
-                              "refused": refused, "p50_s": round(M.percentile(secs, 50), 2),
-                              "generator": cfg.generator.model}))
+            print(
+                json.dumps(
+                    {
+                        "bench": "cmrc2018.answer",
+                        "questions": len(sample),
+                        "contains": round(sum(contains) / len(sample), 4),
+                        "f1": round(sum(f1) / len(sample), 4),
+                        "refused": refused,
+                        "p50_s": round(M.percentile(secs, 50), 2),
+                        "generator": cfg.generator.model,
+                    }
+                )
+            )
 
 
 if __name__ == "__main__":

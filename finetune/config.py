@@ -59,7 +59,9 @@ class FinetuneConfig:
         }
     )
     gpus: int = 1  # processes to launch; > 1 uses torchrun (+ DeepSpeed when `deepspeed` is set)
-    deepspeed: str = ""  # a DeepSpeed config: a .json/.yaml path, or zero2 | zero3 | zero3_offload (finetune/configs/)
+    deepspeed: str = (
+        ""  # a DeepSpeed config: a .json/.yaml path, or zero2 | zero3 | zero3_offload (finetune/configs/)
+    )
     dtype: str = "auto"  # auto: bf16 where supported, else fp16 on GPU (with loss scaling), fp32 on CPU
     gradient_checkpointing: bool = False
     load_in: str = ""  # "" | 8bit | 4bit (needs bitsandbytes and a GPU)
@@ -78,7 +80,9 @@ class FinetuneConfig:
         if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
             raise ConfigError(f"dtype: expected auto, float32, bfloat16 or float16, got {self.dtype!r}")
         if self.data.packing and self.method == "ptuning-v2":
-            raise ConfigError("data.packing: P-Tuning v2 feeds its prefix as a cache, which packing cannot use")
+            raise ConfigError(
+                "data.packing: P-Tuning v2 feeds its prefix as a cache, which packing cannot use"
+            )
         if self.gradient_checkpointing and self.method == "ptuning-v2":
             raise ConfigError("gradient_checkpointing: peft does not support it with P-Tuning v2")
         self.method_settings()
@@ -101,7 +105,9 @@ class FinetuneConfig:
             p = CONFIG_DIR / f"ds_{self.deepspeed}.yaml"
         if not p.is_file():
             known = ", ".join(sorted(q.stem.removeprefix("ds_") for q in CONFIG_DIR.glob("ds_*.yaml")))
-            raise ConfigError(f"deepspeed: no DeepSpeed config {self.deepspeed!r} (a .json/.yaml path, or one of: {known})")
+            raise ConfigError(
+                f"deepspeed: no DeepSpeed config {self.deepspeed!r} (a .json/.yaml path, or one of: {known})"
+            )
         try:
             return yaml.safe_load(p.read_text(encoding="utf-8"))  # JSON is valid YAML
         except yaml.YAMLError as e:
@@ -111,11 +117,16 @@ class FinetuneConfig:
         return dataclasses.asdict(self)
 
     def dump(self, path: str | os.PathLike) -> None:
-        Path(path).write_text(yaml.safe_dump(self.to_dict(), allow_unicode=True, sort_keys=False), encoding="utf-8")
+        Path(path).write_text(
+            yaml.safe_dump(self.to_dict(), allow_unicode=True, sort_keys=False), encoding="utf-8"
+        )
 
 
-def load_finetune_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None,
-                         data: dict[str, Any] | None = None) -> FinetuneConfig:
+def load_finetune_config(
+    path: str | os.PathLike | None = None,
+    overrides: list[str] | None = None,
+    data: dict[str, Any] | None = None,
+) -> FinetuneConfig:
     """Defaults ← YAML (a path, or a name of finetune/configs/<name>.yaml) ← data ← --set overrides."""
     cfg = FinetuneConfig()
     if path:

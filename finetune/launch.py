@@ -24,12 +24,27 @@ class LaunchError(KBError):
 
 
 def launch(run_dir: Path, nproc: int, *, resume: bool = False) -> None:
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           "-m", "finetune.train", str(run_dir)] + (["--resume"] if resume else [])
-    env = {**os.environ, **NCCL_ENV, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]),
-                                                                       os.environ.get("PYTHONPATH", "")])}
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={nproc}",
+        "-m",
+        "finetune.train",
+        str(run_dir),
+    ] + (["--resume"] if resume else [])
+    env = {
+        **os.environ,
+        **NCCL_ENV,
+        "PYTHONPATH": os.pathsep.join(
+            [str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")]
+        ),
+    }
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
     proc = subprocess.run(cmd, env=env)
     if proc.returncode != 0:
-        raise LaunchError(f"training with {nproc} processes failed (exit code {proc.returncode}); "
-                          f"the log above says why, checkpoints are in {run_dir / 'checkpoints'}")
+        raise LaunchError(
+            f"training with {nproc} processes failed (exit code {proc.returncode}); "
+            f"the log above says why, checkpoints are in {run_dir / 'checkpoints'}"
+        )

@@ -28,12 +28,16 @@ class FinetuneReport:
     def summary(self) -> str:
         r = self.result
         loss = f"{r['final_loss']:.4f}" if r.get("final_loss") is not None else "n/a"
-        return (f"finetune: {self.name} — {r['steps']} steps, final loss {loss}, "
-                f"{r['tokens_per_s']:.0f} tok/s, peak memory {r['peak_memory_gib']:.1f} GiB → {self.path}"
-                + (" (active)" if self.activated else ""))
+        return (
+            f"finetune: {self.name} — {r['steps']} steps, final loss {loss}, "
+            f"{r['tokens_per_s']:.0f} tok/s, peak memory {r['peak_memory_gib']:.1f} GiB → {self.path}"
+            + (" (active)" if self.activated else "")
+        )
 
 
-def finetune(cfg: FinetuneConfig, *, resume: bool = False, verbose: bool = False, progress: bool = True) -> FinetuneReport:
+def finetune(
+    cfg: FinetuneConfig, *, resume: bool = False, verbose: bool = False, progress: bool = True
+) -> FinetuneReport:
     from finetune.train import data_paths, file_sha256
 
     registry = Registry(cfg.kb_dir)
@@ -64,10 +68,15 @@ def finetune(cfg: FinetuneConfig, *, resume: bool = False, verbose: bool = False
     shutil.copy(run_dir / "train_config.yaml", adapter / "train_config.yaml")
     if (run_dir / "curve.jsonl").exists():
         shutil.copy(run_dir / "curve.jsonl", adapter / "curve.jsonl")
-    meta = {"method": cfg.method, "base_model": cfg.model, "data": str(train_path),
-            "data_sha256": file_sha256(train_path), "validation": str(val_path) if val_path else None,
-            "metrics": {k: result[k] for k in ("final_loss", "eval_loss", "tokens_per_s", "steps")},
-            "trained_at": time.time()}
+    meta = {
+        "method": cfg.method,
+        "base_model": cfg.model,
+        "data": str(train_path),
+        "data_sha256": file_sha256(train_path),
+        "validation": str(val_path) if val_path else None,
+        "metrics": {k: result[k] for k in ("final_loss", "eval_loss", "tokens_per_s", "steps")},
+        "trained_at": time.time(),
+    }
     info: AdapterInfo = registry.publish(name, adapter, meta)
     shutil.rmtree(run_dir, ignore_errors=True)
     if cfg.activate:

@@ -69,15 +69,21 @@ def load_base(cfg: FinetuneConfig, load_dtype: torch.dtype) -> tuple[Any, Any, s
     kwargs: dict[str, Any] = {"dtype": load_dtype}
     if cfg.load_in:
         if not torch.cuda.is_available():
-            raise ConfigError(f"load_in: {cfg.load_in} loading needs a CUDA GPU (bitsandbytes); none is visible")
+            raise ConfigError(
+                f"load_in: {cfg.load_in} loading needs a CUDA GPU (bitsandbytes); none is visible"
+            )
         try:
             import bitsandbytes  # noqa: F401
             from transformers import BitsAndBytesConfig
         except ImportError:
-            raise ConfigError(f"load_in: {cfg.load_in} needs the bitsandbytes package: pip install bitsandbytes") from None
+            raise ConfigError(
+                f"load_in: {cfg.load_in} needs the bitsandbytes package: pip install bitsandbytes"
+            ) from None
         kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_8bit=cfg.load_in == "8bit", load_in_4bit=cfg.load_in == "4bit",
-            bnb_4bit_compute_dtype=torch.bfloat16)
+            load_in_8bit=cfg.load_in == "8bit",
+            load_in_4bit=cfg.load_in == "4bit",
+            bnb_4bit_compute_dtype=torch.bfloat16,
+        )
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
         model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
@@ -90,11 +96,15 @@ def data_paths(cfg: FinetuneConfig) -> tuple[Path, Path | None]:
     train = Path(cfg.data.train) if cfg.data.train else Path(cfg.kb_dir) / "synth" / "train.jsonl"
     if not train.is_file():
         raise DataError(f"{train}: training data not found (run `kb synth` first, or set data.train)")
-    val = Path(cfg.data.validation) if cfg.data.validation else Path(cfg.kb_dir) / "synth" / "validation.jsonl"
+    val = (
+        Path(cfg.data.validation) if cfg.data.validation else Path(cfg.kb_dir) / "synth" / "validation.jsonl"
+    )
     return train, (val if val.is_file() else None)
 
 
-def encode_file(path: Path, cfg: FinetuneConfig, tokenizer: Any, template: str) -> tuple[list[dict], dict[str, int]]:
+def encode_file(
+    path: Path, cfg: FinetuneConfig, tokenizer: Any, template: str
+) -> tuple[list[dict], dict[str, int]]:
     from finetune.data import read_examples
     from finetune.templates import encode
 
@@ -106,7 +116,9 @@ def encode_file(path: Path, cfg: FinetuneConfig, tokenizer: Any, template: str) 
         except DataError as e:
             raise DataError(f"{path}: example {i + 1}: {e}") from None
         if not any(label != -100 for label in ex["labels"]):
-            skipped["no target tokens after truncation"] = skipped.get("no target tokens after truncation", 0) + 1
+            skipped["no target tokens after truncation"] = (
+                skipped.get("no target tokens after truncation", 0) + 1
+            )
             continue
         out.append(ex)
     if not out:
@@ -120,8 +132,9 @@ def file_sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def train(cfg: FinetuneConfig, run_dir: Path, *, resume: bool = False, verbose: bool = False,
-          progress: bool = True) -> TrainResult:
+def train(
+    cfg: FinetuneConfig, run_dir: Path, *, resume: bool = False, verbose: bool = False, progress: bool = True
+) -> TrainResult:
     from transformers import TrainingArguments, set_seed
 
     from finetune.collate import PackedCollator, PadCollator, pack_examples, prepare_model_for_packing
@@ -159,8 +172,11 @@ def train(cfg: FinetuneConfig, run_dir: Path, *, resume: bool = False, verbose: 
 
     targs = dict(cfg.training)
     targs.update({k: v for k, v in precision["flags"].items() if k not in cfg.training})
-    targs.update(output_dir=str(run_dir / "checkpoints"), remove_unused_columns=False,
-                 disable_tqdm=not progress or not is_main_process())
+    targs.update(
+        output_dir=str(run_dir / "checkpoints"),
+        remove_unused_columns=False,
+        disable_tqdm=not progress or not is_main_process(),
+    )
     if ds := cfg.deepspeed_config():
         targs["deepspeed"] = ds
     if val_set:
@@ -177,9 +193,14 @@ def train(cfg: FinetuneConfig, run_dir: Path, *, resume: bool = False, verbose: 
         raise ConfigError(f"training: {e}") from None
 
     curve = CurveCallback(run_dir / "curve.jsonl") if is_main_process() else None
-    trainer = TokenCountingTrainer(model=model, args=args, train_dataset=train_set,
-                                   eval_dataset=val_set or None, data_collator=collator,
-                                   callbacks=[curve] if curve else [])
+    trainer = TokenCountingTrainer(
+        model=model,
+        args=args,
+        train_dataset=train_set,
+        eval_dataset=val_set or None,
+        data_collator=collator,
+        callbacks=[curve] if curve else [],
+    )
     if cuda := torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     last_ckpt = _last_checkpoint(run_dir / "checkpoints") if resume else None
@@ -191,18 +212,31 @@ def train(cfg: FinetuneConfig, run_dir: Path, *, resume: bool = False, verbose: 
     seconds = time.perf_counter() - t0
     train_secs = float(out.metrics.get("train_runtime", seconds))
     tokens = trainer.tokens_seen * int(os.environ.get("WORLD_SIZE", "1"))
-    peak = (torch.cuda.max_memory_allocated() if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    peak = (
+        torch.cuda.max_memory_allocated()
+        if cuda
+        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    )
     losses = [r["loss"] for r in (curve.rows if curve else []) if "loss" in r]
-    return TrainResult(steps=int(out.global_step), final_loss=losses[-1] if losses else out.training_loss,
-                       eval_loss=eval_loss, tokens=tokens, tokens_per_s=tokens / max(train_secs, 1e-9),
-                       peak_memory_gib=peak / 2**30, seconds=seconds, train_examples=len(train_set),
-                       skipped=skipped)
+    return TrainResult(
+        steps=int(out.global_step),
+        final_loss=losses[-1] if losses else out.training_loss,
+        eval_loss=eval_loss,
+        tokens=tokens,
+        tokens_per_s=tokens / max(train_secs, 1e-9),
+        peak_memory_gib=peak / 2**30,
+        seconds=seconds,
+        train_examples=len(train_set),
+        skipped=skipped,
+    )
 
 
 def _last_checkpoint(path: Path) -> Path | None:
     if not path.is_dir():
         return None
-    ckpts = [p for p in path.iterdir() if p.name.startswith("checkpoint-") and p.name.split("-")[-1].isdigit()]
+    ckpts = [
+        p for p in path.iterdir() if p.name.startswith("checkpoint-") and p.name.split("-")[-1].isdigit()
+    ]
     return max(ckpts, key=lambda p: int(p.name.split("-")[-1])) if ckpts else None
 
 

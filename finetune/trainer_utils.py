@@ -43,7 +43,9 @@ class CurveCallback(TrainerCallback):
         if not path.exists():
             path.write_text("", encoding="utf-8")
 
-    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any) -> None:
+    def on_log(
+        self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any
+    ) -> None:
         if not logs:
             return
         row = {"step": state.global_step, "epoch": state.epoch, **logs}

@@ -60,8 +60,11 @@ def resolve_citations(text: str, hits: list[Hit]) -> tuple[str, list[Citation]]:
     cits = []
     for n in numbers:
         c = hits[n - 1].chunk
-        cits.append(Citation(n=n, source=c.source, page=c.page, chunk_id=c.id, text=c.text,
-                             heading=" > ".join(c.headings)))
+        cits.append(
+            Citation(
+                n=n, source=c.source, page=c.page, chunk_id=c.id, text=c.text, heading=" > ".join(c.headings)
+            )
+        )
     return text, cits
 
 
@@ -73,8 +76,15 @@ class Answerer:
     def retrieve(self, question: str, k: int | None = None) -> list[Hit]:
         return self.retriever.search(question, k or self.cfg.retrieval.k) if self.retriever else []
 
-    def answer(self, question: str, *, hits: list[Hit] | None = None, retrieval: bool = True,
-               history: list[Message] | None = None, on_token: Callable[[str], None] | None = None) -> Answer:
+    def answer(
+        self,
+        question: str,
+        *,
+        hits: list[Hit] | None = None,
+        retrieval: bool = True,
+        history: list[Message] | None = None,
+        on_token: Callable[[str], None] | None = None,
+    ) -> Answer:
         t0 = time.perf_counter()
         lang = language(question)
         if not retrieval:
@@ -89,7 +99,9 @@ class Answerer:
                 on_token(REFUSAL[lang])
             return Answer(REFUSAL[lang], [], True, time.perf_counter() - t0, hits, why)
         shown = hits[: self._n_shown(hits)]
-        text = self._generate(answer_messages(question, shown, self.acfg.max_context_chars, history), on_token)
+        text = self._generate(
+            answer_messages(question, shown, self.acfg.max_context_chars, history), on_token
+        )
         refuse, why = self.refuse_after(question, text, shown)
         if refuse:
             return Answer(REFUSAL[lang], [], True, time.perf_counter() - t0, hits, why)
@@ -109,7 +121,11 @@ class Answerer:
         if self.acfg.refuse_min_dense > 0 and best is not None and best < self.acfg.refuse_min_dense:
             return True, f"best similarity {best:.3f} < answer.refuse_min_dense"
         keyword = getattr(getattr(self.retriever, "store", None), "keyword", None)
-        if self.acfg.unknown_terms and keyword is not None and same_language(question, [h.chunk.text for h in hits]):
+        if (
+            self.acfg.unknown_terms
+            and keyword is not None
+            and same_language(question, [h.chunk.text for h in hits])
+        ):
             from kb.keyword import tokenize
 
             unknown = unknown_terms(tokenize(question), keyword.vocab)

@@ -10,14 +10,24 @@ from pathlib import Path
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", help="YAML file with changes from the defaults (default: ./kb.yaml if present)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key, e.g. retrieval.k=8")
+    p.add_argument(
+        "--config", help="YAML file with changes from the defaults (default: ./kb.yaml if present)"
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key, e.g. retrieval.k=8",
+    )
     p.add_argument("--kb", help="knowledge base directory (config kb_dir)")
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="kb", description="Enterprise knowledge base: ingest, search, ask, evaluate.")
+    ap = argparse.ArgumentParser(
+        prog="kb", description="Enterprise knowledge base: ingest, search, ask, evaluate."
+    )
     sub = ap.add_subparsers(dest="cmd", required=True)
 
     p = sub.add_parser("ingest", help="ingest documents (incremental: only changed files are processed)")
@@ -49,7 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     _adapter(p)
     _common(p)
 
-    p = sub.add_parser("synth", help="synthesize instruction pairs (RAFT-style) from the knowledge base's chunks")
+    p = sub.add_parser(
+        "synth", help="synthesize instruction pairs (RAFT-style) from the knowledge base's chunks"
+    )
     p.add_argument("--out", type=Path, help="output folder (default <kb>/synth)")
     p.add_argument("--per-chunk", type=int, default=2, help="questions per chunk and generator")
     p.add_argument("--format", choices=["conversations", "alpaca"], default="conversations")
@@ -64,10 +76,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gpus", type=int, help="processes to train with (torchrun; DeepSpeed with --deepspeed)")
     p.add_argument("--deepspeed", help="DeepSpeed config: zero2, zero3, zero3_offload or a .json path")
     p.add_argument("--name", help="adapter name (default <method>-v<N>)")
-    p.add_argument("--resume", action="store_true", help="continue the last unfinished run from its checkpoint")
+    p.add_argument(
+        "--resume", action="store_true", help="continue the last unfinished run from its checkpoint"
+    )
     p.add_argument("--no-activate", action="store_true", help="publish the adapter without activating it")
     p.add_argument("--verbose", action="store_true", help="print token → label for the first example")
-    p.add_argument("--finetune-config", dest="ft_config", help="fine-tuning YAML (finetune/configs/*.yaml or a path)")
+    p.add_argument(
+        "--finetune-config", dest="ft_config", help="fine-tuning YAML (finetune/configs/*.yaml or a path)"
+    )
     _common(p)
 
     p = sub.add_parser("models", help="list, activate or merge adapters in the model registry")
@@ -149,7 +165,11 @@ def cmd_search(args: argparse.Namespace) -> int:
         return 0
     for n, h in enumerate(hits, start=1):
         c = h.chunk
-        where = c.source + (f" p.{c.page}" if c.page else "") + (f" — {' > '.join(c.headings)}" if c.headings else "")
+        where = (
+            c.source
+            + (f" p.{c.page}" if c.page else "")
+            + (f" — {' > '.join(c.headings)}" if c.headings else "")
+        )
         print(f"[{n}] {h.score:.4f}  {where}\n    {c.text[:200].replace(chr(10), ' ')}")
     print(f"{len(hits)} hits")
     return 0
@@ -164,7 +184,11 @@ def _print_answer(ans, as_json: bool, streamed: bool) -> None:
     else:
         print()
     for c in ans.citations:
-        print(f"  [{c.n}] {c.source}" + (f" p.{c.page}" if c.page else "") + (f" — {c.heading}" if c.heading else ""))
+        print(
+            f"  [{c.n}] {c.source}"
+            + (f" p.{c.page}" if c.page else "")
+            + (f" — {c.heading}" if c.heading else "")
+        )
     status = "refused (no answer in the documents)" if ans.refused else f"{len(ans.citations)} source(s)"
     print(f"answered in {ans.seconds:.1f}s, {status}", file=sys.stderr)
 
@@ -195,7 +219,9 @@ def cmd_chat(args: argparse.Namespace) -> int:
             break
         if not q:
             break
-        ans = answerer.answer(q, retrieval=not args.no_retrieval, on_token=lambda s: print(s, end="", flush=True))
+        ans = answerer.answer(
+            q, retrieval=not args.no_retrieval, on_token=lambda s: print(s, end="", flush=True)
+        )
         _print_answer(ans, False, streamed=True)
         n += 1
     print(f"chat: {n} question(s) answered", file=sys.stderr)
@@ -247,8 +273,16 @@ def cmd_synth(args: argparse.Namespace) -> int:
     store = Store.open(cfg.kb_dir)
     generator = None if args.no_llm else open_generator(cfg)
     out = args.out or Path(cfg.kb_dir) / "synth"
-    report = synthesize(cfg, store, generator, out_dir=out, per_chunk=args.per_chunk, fmt=args.format,
-                        use_llm=not args.no_llm, seed=args.seed)
+    report = synthesize(
+        cfg,
+        store,
+        generator,
+        out_dir=out,
+        per_chunk=args.per_chunk,
+        fmt=args.format,
+        use_llm=not args.no_llm,
+        seed=args.seed,
+    )
     print(json.dumps(report.to_json()) if args.json else report.summary())
     return 0
 
@@ -259,8 +293,14 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 
     kb_cfg = _config(args)
     overrides = [f"kb_dir={kb_cfg.kb_dir}"]
-    for flag, key in (("method", "method"), ("model", "model"), ("data", "data.train"), ("gpus", "gpus"),
-                      ("deepspeed", "deepspeed"), ("name", "name")):
+    for flag, key in (
+        ("method", "method"),
+        ("model", "model"),
+        ("data", "data.train"),
+        ("gpus", "gpus"),
+        ("deepspeed", "deepspeed"),
+        ("name", "name"),
+    ):
         if getattr(args, flag) is not None:
             overrides.append(f"{key}={getattr(args, flag)}")
     if args.no_activate:
@@ -268,8 +308,13 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     ft_sets = [s.removeprefix("finetune.") for s in args.set if s.startswith("finetune.")]
     cfg = load_finetune_config(args.ft_config, overrides + ft_sets)
     report = finetune(cfg, resume=args.resume, verbose=args.verbose)
-    print(json.dumps({"name": report.name, "path": str(report.path), "activated": report.activated,
-                      **report.result}) if args.json else report.summary())
+    print(
+        json.dumps(
+            {"name": report.name, "path": str(report.path), "activated": report.activated, **report.result}
+        )
+        if args.json
+        else report.summary()
+    )
     return 0
 
 
@@ -281,11 +326,27 @@ def cmd_models(args: argparse.Namespace) -> int:
     if args.action == "list":
         adapters = registry.list()
         if args.json:
-            print(json.dumps([{"name": a.name, "method": a.method, "base_model": a.base_model, "active": a.active,
-                               "metrics": a.metrics, "gate": a.gate, "path": str(a.path)} for a in adapters]))
+            print(
+                json.dumps(
+                    [
+                        {
+                            "name": a.name,
+                            "method": a.method,
+                            "base_model": a.base_model,
+                            "active": a.active,
+                            "metrics": a.metrics,
+                            "gate": a.gate,
+                            "path": str(a.path),
+                        }
+                        for a in adapters
+                    ]
+                )
+            )
             return 0
         for a in adapters:
-            metrics = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in a.metrics.items())
+            metrics = " ".join(
+                f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in a.metrics.items()
+            )
             print(f"{'*' if a.active else ' '} {a.name:<16} {a.method:<11} {a.base_model:<28} {metrics}")
         print(f"{len(adapters)} adapter(s); active: {registry.active_name() or 'base model'}")
         return 0
@@ -300,8 +361,16 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"ingest": cmd_ingest, "search": cmd_search, "ask": cmd_ask, "chat": cmd_chat, "eval": cmd_eval,
-            "synth": cmd_synth, "finetune": cmd_finetune, "models": cmd_models}
+COMMANDS = {
+    "ingest": cmd_ingest,
+    "search": cmd_search,
+    "ask": cmd_ask,
+    "chat": cmd_chat,
+    "eval": cmd_eval,
+    "synth": cmd_synth,
+    "finetune": cmd_finetune,
+    "models": cmd_models,
+}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -58,7 +58,9 @@ class BM25Index:
         self.rows = rows  # (n_chunks,) store row id of matrix row i
 
     @classmethod
-    def build(cls, rows: list[int], token_lists: list[list[str]], k1: float = 1.2, b: float = 0.75) -> BM25Index:
+    def build(
+        cls, rows: list[int], token_lists: list[list[str]], k1: float = 1.2, b: float = 0.75
+    ) -> BM25Index:
         vocab: dict[str, int] = {}
         indptr, indices, tfs = [0], [], []
         for toks in token_lists:
@@ -113,6 +115,7 @@ class BM25Index:
             return np.load(directory / name, allow_pickle=False)
 
         w = sparse.csc_matrix(
-            (arr("bm25_data.npy"), arr("bm25_indices.npy"), arr("bm25_indptr.npy")), shape=tuple(meta["shape"])
+            (arr("bm25_data.npy"), arr("bm25_indices.npy"), arr("bm25_indptr.npy")),
+            shape=tuple(meta["shape"]),
         )
         return cls(w, meta["vocab"], arr("bm25_rows.npy"))

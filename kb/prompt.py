@@ -61,7 +61,9 @@ def format_sources(hits: list[Hit], max_chars: int) -> str:
     return "\n\n".join(parts)
 
 
-def answer_messages(question: str, hits: list[Hit], max_chars: int, history: list[Message] | None = None) -> list[Message]:
+def answer_messages(
+    question: str, hits: list[Hit], max_chars: int, history: list[Message] | None = None
+) -> list[Message]:
     lang = language(question)
     sources = format_sources(hits, max_chars)
     if lang == "zh":
@@ -73,8 +75,11 @@ def answer_messages(question: str, hits: list[Hit], max_chars: int, history: lis
 
 def plain_messages(question: str, history: list[Message] | None = None) -> list[Message]:
     lang = language(question)
-    return [{"role": "system", "content": SYSTEM_NO_RETRIEVAL[lang]}, *(history or []),
-            {"role": "user", "content": question}]
+    return [
+        {"role": "system", "content": SYSTEM_NO_RETRIEVAL[lang]},
+        *(history or []),
+        {"role": "user", "content": question},
+    ]
 
 
 def support_messages(question: str, hits: list[Hit], max_chars: int) -> list[Message]:
@@ -84,6 +89,8 @@ def support_messages(question: str, hits: list[Hit], max_chars: int) -> list[Mes
     if lang == "zh":
         user = f"资料：\n{sources}\n\n问题：{question}\n上面的资料中有没有这个问题的答案？只回答“是”或“否”。"
     else:
-        user = (f"Sources:\n{sources}\n\nQuestion: {question}\n"
-                "Do the sources above contain the answer to the question? Reply only yes or no.")
+        user = (
+            f"Sources:\n{sources}\n\nQuestion: {question}\n"
+            "Do the sources above contain the answer to the question? Reply only yes or no."
+        )
     return [{"role": "user", "content": user}]

@@ -53,9 +53,18 @@ class Registry:
         for p in sorted(self.root.iterdir()):
             if p.is_dir() and not p.name.startswith(".") and (p / "adapter_config.json").is_file():
                 m = self._meta(p)
-                out.append(AdapterInfo(p.name, p, m.get("method", ""), m.get("base_model", ""),
-                                       m.get("created", 0.0), m.get("metrics", {}), m.get("gate", {}),
-                                       p.name == active))
+                out.append(
+                    AdapterInfo(
+                        p.name,
+                        p,
+                        m.get("method", ""),
+                        m.get("base_model", ""),
+                        m.get("created", 0.0),
+                        m.get("metrics", {}),
+                        m.get("gate", {}),
+                        p.name == active,
+                    )
+                )
         return sorted(out, key=lambda a: (a.created, a.name))
 
     def get(self, name: str) -> AdapterInfo:
@@ -107,8 +116,10 @@ class Registry:
         final = self.root / name
         if final.exists():
             raise ModelError(f"adapter {name!r} already exists in {self.root}")
-        (adapter_dir / "meta.json").write_text(json.dumps({"name": name, "created": time.time(), **meta},
-                                                          ensure_ascii=False, indent=2), encoding="utf-8")
+        (adapter_dir / "meta.json").write_text(
+            json.dumps({"name": name, "created": time.time(), **meta}, ensure_ascii=False, indent=2),
+            encoding="utf-8",
+        )
         adapter_dir.rename(final)
         return self.get(name)
 

@@ -13,7 +13,9 @@ from kb.schema import Hit
 class CrossEncoderReranker:
     def __init__(self, cfg: RetrievalConfig):
         if not cfg.reranker_model:
-            raise ConfigError("retrieval.reranker_model: the cross-encoder reranker needs a model path or hub id")
+            raise ConfigError(
+                "retrieval.reranker_model: the cross-encoder reranker needs a model path or hub id"
+            )
         from sentence_transformers import CrossEncoder
 
         try:

@@ -35,7 +35,9 @@ class Retriever:
         self.reranker = None
         if cfg.reranker:
             if cfg.reranker not in RERANKERS:
-                raise ConfigError(f"retrieval.reranker: unknown reranker {cfg.reranker!r} (known: {', '.join(RERANKERS)})")
+                raise ConfigError(
+                    f"retrieval.reranker: unknown reranker {cfg.reranker!r} (known: {', '.join(RERANKERS)})"
+                )
             module, _, cls = RERANKERS[cfg.reranker].partition(":")
             self.reranker = getattr(importlib.import_module(module), cls)(cfg)
 
@@ -76,9 +78,11 @@ def as_langchain_retriever(retriever: Retriever, k: int | None = None):
             self, query: str, *, run_manager: CallbackManagerForRetrieverRun
         ) -> list[LCDocument]:
             return [
-                LCDocument(page_content=h.chunk.text, metadata={k2: v for k2, v in h.to_dict().items() if k2 != "text"})
+                LCDocument(
+                    page_content=h.chunk.text,
+                    metadata={k2: v for k2, v in h.to_dict().items() if k2 != "text"},
+                )
                 for h in retriever.search(query, k)
             ]
 
     return KBRetriever()
-

@@ -32,5 +32,10 @@ def corpus(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def cfg(tmp_path: Path) -> Config:
-    return load_config(data={"kb_dir": str(tmp_path / "kb"), "embedder": {"name": "hashing"},
-                             "chunk": {"size": 120, "overlap": 20}})
+    return load_config(
+        data={
+            "kb_dir": str(tmp_path / "kb"),
+            "embedder": {"name": "hashing"},
+            "chunk": {"size": 120, "overlap": 20},
+        }
+    )

@@ -22,7 +22,11 @@ def test_check_qa_script_passes():
 
 
 def _items():
-    return [json.loads(line) for line in (CORPUS / "qa.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [
+        json.loads(line)
+        for line in (CORPUS / "qa.jsonl").read_text(encoding="utf-8").splitlines()
+        if line.strip()
+    ]
 
 
 def test_qa_set_shape():

@@ -47,37 +47,70 @@ def read_qa(path: str | Path) -> list[QAItem]:
             raise DataError(f"{p}:{n}: missing field(s) {', '.join(missing)}")
         if not isinstance(d["answers"], list):
             raise DataError(f"{p}:{n}: 'answers' must be a list, got {type(d['answers']).__name__}")
-        items.append(QAItem(str(d["id"]), d["question"], [str(a) for a in d["answers"]], bool(d["answerable"]),
-                            d.get("source", ""), d.get("evidence", ""), d.get("lang", "")))
+        items.append(
+            QAItem(
+                str(d["id"]),
+                d["question"],
+                [str(a) for a in d["answers"]],
+                bool(d["answerable"]),
+                d.get("source", ""),
+                d.get("evidence", ""),
+                d.get("lang", ""),
+            )
+        )
     return items
 
 
-def run_items(items: list[QAItem], answerer: Answerer, *, retrieval: bool = True, generate: bool = True,
-              progress: bool = True) -> Iterator[dict[str, Any]]:
+def run_items(
+    items: list[QAItem],
+    answerer: Answerer,
+    *,
+    retrieval: bool = True,
+    generate: bool = True,
+    progress: bool = True,
+) -> Iterator[dict[str, Any]]:
     """One result dict per item, as it completes (so a caller can save per-item JSONL as it goes)."""
     for item in tqdm(items, desc="eval", unit="q", disable=not progress, file=sys.stderr):
         t0 = time.perf_counter()
         hits = answerer.retrieve(item.question, k=10) if retrieval else []
-        rec: dict[str, Any] = {"id": item.id, "question": item.question, "answers": item.answers,
-                               "answerable": item.answerable, "source": item.source,
-                               "retrieved": [{"source": h.chunk.source, "page": h.chunk.page, "chunk_id": h.chunk.id,
-                                              "dense": h.dense} for h in hits]}
-        rec["rank"] = M.first_relevant_rank([(h.chunk.source, h.chunk.text) for h in hits], item.source, item.answers)
+        rec: dict[str, Any] = {
+            "id": item.id,
+            "question": item.question,
+            "answers": item.answers,
+            "answerable": item.answerable,
+            "source": item.source,
+            "retrieved": [
+                {"source": h.chunk.source, "page": h.chunk.page, "chunk_id": h.chunk.id, "dense": h.dense}
+                for h in hits
+            ],
+        }
+        rec["rank"] = M.first_relevant_rank(
+            [(h.chunk.source, h.chunk.text) for h in hits], item.source, item.answers
+        )
         if generate:
             ans = answerer.answer(item.question, hits=hits, retrieval=retrieval)
-            rec.update(answer=ans.answer, refused=ans.refused, citations=[c.n for c in ans.citations],
-                       contains=M.contains_any(ans.answer, item.answers) if not ans.refused else False,
-                       f1=0.0 if ans.refused else M.best_f1(ans.answer, item.answers))
+            rec.update(
+                answer=ans.answer,
+                refused=ans.refused,
+                citations=[c.n for c in ans.citations],
+                contains=M.contains_any(ans.answer, item.answers) if not ans.refused else False,
+                f1=0.0 if ans.refused else M.best_f1(ans.answer, item.answers),
+            )
         rec["seconds"] = time.perf_counter() - t0
         yield rec
 
 
-def summarize(results: list[dict[str, Any]], *, retrieval: bool = True, generate: bool = True) -> dict[str, Any]:
+def summarize(
+    results: list[dict[str, Any]], *, retrieval: bool = True, generate: bool = True
+) -> dict[str, Any]:
     answerable = [r for r in results if r["answerable"]]
     ranks = [r["rank"] for r in answerable]
     out: dict[str, Any] = {"n": len(results), "n_answerable": len(answerable)}
-    out["retrieval"] = ({"hit@1": M.hit_at(ranks, 1), "hit@5": M.hit_at(ranks, 5), "mrr@10": M.mrr_at(ranks, 10)}
-                        if retrieval else None)
+    out["retrieval"] = (
+        {"hit@1": M.hit_at(ranks, 1), "hit@5": M.hit_at(ranks, 5), "mrr@10": M.mrr_at(ranks, 10)}
+        if retrieval
+        else None
+    )
     if generate:
         out["answer"] = {
             "contains": sum(r["contains"] for r in answerable) / len(answerable) if answerable else 0.0,

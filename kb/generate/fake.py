@@ -11,8 +11,12 @@ from kb.generate.base import Generator, Message
 class FakeGenerator(Generator):
     name = "fake"
 
-    def __init__(self, cfg: GeneratorConfig | None = None, replies: list[str] | None = None,
-                 yes: list[float] | None = None):
+    def __init__(
+        self,
+        cfg: GeneratorConfig | None = None,
+        replies: list[str] | None = None,
+        yes: list[float] | None = None,
+    ):
         self.replies = list(replies or [])
         self.yes = list(yes or [])
         self.calls: list[list[Message]] = []

@@ -53,8 +53,16 @@ class FileRecord:
 
 def _row_to_chunk(r: tuple) -> Chunk:
     _, cid, source, page, headings, start, end, h, text = r
-    return Chunk(id=cid, text=text, source=source, page=page, headings=json.loads(headings),
-                 start=start, end=end, hash=h)
+    return Chunk(
+        id=cid,
+        text=text,
+        source=source,
+        page=page,
+        headings=json.loads(headings),
+        start=start,
+        end=end,
+        hash=h,
+    )
 
 
 _CHUNK_COLS = 'row, id, source, page, headings, start, "end", hash, text'
@@ -151,7 +159,9 @@ class Writer:
             self._lock.seek(0)
             holder = self._lock.read().strip() or "unknown"
             self._lock.close()
-            raise IngestLocked(f"another ingest is running on {self.dir} (pid {holder}); wait for it") from None
+            raise IngestLocked(
+                f"another ingest is running on {self.dir} (pid {holder}); wait for it"
+            ) from None
         self._lock.seek(0)
         self._lock.truncate()
         self._lock.write(str(os.getpid()))
@@ -165,7 +175,9 @@ class Writer:
         self.tmp.mkdir()
         db_path = self.tmp / "chunks.sqlite"
         if live is not None:
-            src = sqlite3.connect(f"file:{self.dir / 'generations' / str(live) / 'chunks.sqlite'}?mode=ro", uri=True)
+            src = sqlite3.connect(
+                f"file:{self.dir / 'generations' / str(live) / 'chunks.sqlite'}?mode=ro", uri=True
+            )
             self.db = sqlite3.connect(db_path)
             src.backup(self.db)
             src.close()
@@ -190,22 +202,38 @@ class Writer:
         self.db.execute("DELETE FROM chunks WHERE source = ?", (source,))
         self.db.execute("DELETE FROM files WHERE source = ?", (source,))
 
-    def put_file(self, record: FileRecord, chunks: list[Chunk], vectors: np.ndarray, tokens: list[list[str]]) -> None:
+    def put_file(
+        self, record: FileRecord, chunks: list[Chunk], vectors: np.ndarray, tokens: list[list[str]]
+    ) -> None:
         """Replace everything stored for record.source with these chunks. vectors: (len(chunks), dim)."""
         if len(chunks) != len(vectors) or len(chunks) != len(tokens):
-            raise StoreError(f"{record.source}: {len(chunks)} chunks, {len(vectors)} vectors, {len(tokens)} token lists")
+            raise StoreError(
+                f"{record.source}: {len(chunks)} chunks, {len(vectors)} vectors, {len(tokens)} token lists"
+            )
         self.delete_file(record.source)
         self.db.executemany(
             'INSERT INTO chunks (id, source, page, headings, start, "end", hash, text, tokens, vector) '
             "VALUES (?,?,?,?,?,?,?,?,?,?)",
             [
-                (c.id, c.source, c.page, json.dumps(c.headings, ensure_ascii=False), c.start, c.end, c.hash,
-                 c.text, " ".join(t), np.asarray(v, np.float32).tobytes())
+                (
+                    c.id,
+                    c.source,
+                    c.page,
+                    json.dumps(c.headings, ensure_ascii=False),
+                    c.start,
+                    c.end,
+                    c.hash,
+                    c.text,
+                    " ".join(t),
+                    np.asarray(v, np.float32).tobytes(),
+                )
                 for c, v, t in zip(chunks, vectors, tokens, strict=True)
             ],
         )
-        self.db.execute("INSERT INTO files VALUES (?,?,?,?,?)",
-                        (record.source, record.sha256, record.size, len(chunks), record.ingested_at))
+        self.db.execute(
+            "INSERT INTO files VALUES (?,?,?,?,?)",
+            (record.source, record.sha256, record.size, len(chunks), record.ingested_at),
+        )
 
     def commit(self, manifest: dict[str, Any], keep: int = 2) -> int:
         """Build the indexes, make the generation durable, then switch the manifest to it."""
@@ -233,8 +261,15 @@ class Writer:
         fsync_dir(final.parent)
         with sqlite3.connect(f"file:{final / 'chunks.sqlite'}?mode=ro", uri=True) as db:
             n_files = db.execute("SELECT COUNT(*) FROM files").fetchone()[0]
-        write_manifest(self.dir, {**manifest, "live": self.number, "committed_at": time.time(),
-                                  "stats": {"files": n_files, "chunks": len(rows)}})
+        write_manifest(
+            self.dir,
+            {
+                **manifest,
+                "live": self.number,
+                "committed_at": time.time(),
+                "stats": {"files": n_files, "chunks": len(rows)},
+            },
+        )
         self._prune(keep)
         self._release()
         return self.number

@@ -47,7 +47,9 @@ def test_add_update_delete(corpus, cfg):
     ingest([corpus], cfg, emb, progress=False)
     (corpus / "hr" / "leave.md").write_text("# 休假制度\n\n年假调整为12天。\n", encoding="utf-8")
     (corpus / "general" / "canteen.txt").unlink()
-    (corpus / "it" / "new.md").write_text("# Printer\n\nThe printer on floor 3 is called PR-301.\n", encoding="utf-8")
+    (corpus / "it" / "new.md").write_text(
+        "# Printer\n\nThe printer on floor 3 is called PR-301.\n", encoding="utf-8"
+    )
     before = emb.embedded
     r = ingest([corpus], cfg, emb, progress=False)
     assert (r.added, r.updated, r.deleted, r.unchanged) == (1, 1, 1, 1)
@@ -55,7 +57,9 @@ def test_add_update_delete(corpus, cfg):
     assert {f.source for f in store.files()} == {"hr/leave.md", "it/vpn.md", "it/new.md"}
     texts = " ".join(c.text for c in store.iter_chunks())
     assert "12天" in texts and "10天" not in texts and "食堂" not in texts
-    assert emb.embedded - before == len(store.iter_chunks("hr/leave.md")) + len(store.iter_chunks("it/new.md"))
+    assert emb.embedded - before == len(store.iter_chunks("hr/leave.md")) + len(
+        store.iter_chunks("it/new.md")
+    )
 
 
 def test_bad_file_is_reported_and_rest_ingests(corpus, cfg):
@@ -127,7 +131,9 @@ def test_kill_9_mid_ingest_keeps_previous_generation(corpus, cfg, tmp_path, dela
     ingest([corpus], cfg, HashingEmbedder(), progress=False)
     gen = Store.open(cfg.kb_dir).generation
     for i in range(40):  # enough new text that the slow ingest is still running when killed
-        (corpus / f"bulk{i}.md").write_text(f"# 文档{i}\n\n" + "这是一段用来测试崩溃恢复的文字。" * 20, encoding="utf-8")
+        (corpus / f"bulk{i}.md").write_text(
+            f"# 文档{i}\n\n" + "这是一段用来测试崩溃恢复的文字。" * 20, encoding="utf-8"
+        )
     script = SLOW_INGEST.format(root=str(ROOT), kb=cfg.kb_dir, corpus=str(corpus))
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "start"

@@ -7,8 +7,10 @@ from kb.schema import Chunk, Hit
 
 def _hits() -> list[Hit]:
     texts = ["员工入职满一年后享有10天带薪年假。", "Call the IT helpdesk at extension 8021."]
-    return [Hit(Chunk(f"c{i}", t, f"doc{i}.md", i + 1, ["H"], 0, len(t), "h"), 1.0 / (i + 1), dense=0.8)
-            for i, t in enumerate(texts)]
+    return [
+        Hit(Chunk(f"c{i}", t, f"doc{i}.md", i + 1, ["H"], 0, len(t), "h"), 1.0 / (i + 1), dense=0.8)
+        for i, t in enumerate(texts)
+    ]
 
 
 def test_cited_numbers():
@@ -88,5 +90,7 @@ def test_unknown_question_terms_refuse_before_generating():
     ans = Answerer(_RetrWithStore(_hits()), gen, load_config(data={})).answer("员工的股票期权怎么归属？")
     assert ans.refused and "股票" in ans.why and gen.calls == []
     cfg = load_config(data={"answer": {"unknown_terms": False}})
-    ans = Answerer(_RetrWithStore(_hits()), FakeGenerator(replies=["有10天带薪年假 [1]"]), cfg).answer("员工的股票期权怎么归属？")
+    ans = Answerer(_RetrWithStore(_hits()), FakeGenerator(replies=["有10天带薪年假 [1]"]), cfg).answer(
+        "员工的股票期权怎么归属？"
+    )
     assert not ans.refused

@@ -16,7 +16,10 @@ def test_novel_support_pinned():
 
 def test_unknown_terms():
     vocab = {"年假": 0, "员工": 1, "vpn": 2}
-    assert unknown_terms(["员工", "哺乳", "年假", "几", "#年假", "what", "battery", "10"], vocab) == ["哺乳", "battery"]
+    assert unknown_terms(["员工", "哺乳", "年假", "几", "#年假", "what", "battery", "10"], vocab) == [
+        "哺乳",
+        "battery",
+    ]
 
 
 def test_same_language():

@@ -3,7 +3,13 @@ from kb.keyword import BM25Index, tokenize
 
 def test_tokenize_mixed():
     toks = tokenize("员工年假10天, VPN server vpn.example-corp.cn")
-    assert "员工" in toks and "#年假" in toks and "10" in toks and "vpn" in toks and "vpn.example-corp.cn" in toks
+    assert (
+        "员工" in toks
+        and "#年假" in toks
+        and "10" in toks
+        and "vpn" in toks
+        and "vpn.example-corp.cn" in toks
+    )
 
 
 def test_bm25_ranks_and_round_trips(tmp_path):
@@ -21,5 +27,5 @@ def test_bm25_pinned_score():
     # Two docs, query term in one of them once: idf = ln(1 + (2-1+0.5)/(1+0.5)) = ln 2,
     # tf part = 1*(1.2+1)/(1+1.2*(1-0.75+0.75*1/1)) = 1 → score = ln 2.
     idx = BM25Index.build([1, 2], [["a"], ["b"]])
-    (row, score), = idx.search("a", 2)
+    ((row, score),) = idx.search("a", 2)
     assert row == 1 and abs(score - 0.693147) < 1e-5

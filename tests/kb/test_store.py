@@ -11,13 +11,23 @@ MANIFEST = {"embedder": {"name": "test", "dim": 4}, "chunk": {}}
 
 
 def _chunk(source: str, i: int, text: str) -> Chunk:
-    return Chunk(id=f"{source}-{i}", text=text, source=source, page=None, headings=["H"], start=0,
-                 end=len(text), hash=str(hash(text)))
+    return Chunk(
+        id=f"{source}-{i}",
+        text=text,
+        source=source,
+        page=None,
+        headings=["H"],
+        start=0,
+        end=len(text),
+        hash=str(hash(text)),
+    )
 
 
 def _put(w: Writer, source: str, texts: list[str], vecs: np.ndarray) -> None:
     chunks = [_chunk(source, i, t) for i, t in enumerate(texts)]
-    w.put_file(FileRecord(source, "sha-" + source, 1, len(chunks), 0.0), chunks, vecs, [t.split() for t in texts])
+    w.put_file(
+        FileRecord(source, "sha-" + source, 1, len(chunks), 0.0), chunks, vecs, [t.split() for t in texts]
+    )
 
 
 def test_empty_kb_raises(tmp_path):
@@ -31,7 +41,7 @@ def test_commit_then_read(tmp_path):
         gen = w.commit(MANIFEST)
     s = Store.open(tmp_path)
     assert s.generation == gen and len(s) == 2
-    (row, score), = s.search_vectors(np.array([1, 0, 0, 0], np.float32), 1)
+    ((row, score),) = s.search_vectors(np.array([1, 0, 0, 0], np.float32), 1)
     assert s.chunks([row])[row].text == "alpha beta" and score == pytest.approx(1.0)
     assert s.keyword.search("gamma", 1)[0][0] in s.chunks(list(range(1, 3)))
     assert [f.source for f in s.files()] == ["a.md"]

@@ -1,9 +1,8 @@
-"""The answer flow: retrieve → check the question is about something the KB holds → prompt →
-generate → check the answer is grounded → cite.
+"""The answer flow: retrieve → prompt → generate → check the answer is grounded → cite.
 
 Refusal is decided from evidence, not from the prompt alone (kb/grounding.py says why and how):
-terms of the question unknown to the knowledge base, an answer that adds nothing found in the
-sources, a refusal phrase from the model; optionally the best cosine and the model's P(yes).
+an answer that adds nothing found in the sources, or a refusal phrase from the model; optionally
+the best cosine and the model's P(yes) before generating.
 """
 
 from __future__ import annotations
@@ -14,7 +13,7 @@ from collections.abc import Callable
 
 from kb.config import AnswerConfig, Config
 from kb.generate.base import Generator, Message
-from kb.grounding import _clean, novel_support, same_language, unknown_terms
+from kb.grounding import clean_text, novel_support
 from kb.prompt import REFUSAL, REFUSAL_PATTERNS, answer_messages, language, plain_messages, support_messages
 from kb.retrieve import Retriever
 from kb.schema import Answer, Citation, Hit
@@ -120,17 +119,6 @@ class Answerer:
         best = max((h.dense for h in hits if h.dense is not None), default=None)
         if self.acfg.refuse_min_dense > 0 and best is not None and best < self.acfg.refuse_min_dense:
             return True, f"best similarity {best:.3f} < answer.refuse_min_dense"
-        keyword = getattr(getattr(self.retriever, "store", None), "keyword", None)
-        if (
-            self.acfg.unknown_terms
-            and keyword is not None
-            and same_language(question, [h.chunk.text for h in hits])
-        ):
-            from kb.keyword import tokenize
-
-            unknown = unknown_terms(tokenize(question), keyword.vocab)
-            if unknown:
-                return True, f"the knowledge base never mentions: {', '.join(unknown)}"
         if self.acfg.support_check:
             p = self.generator.yes_probability(support_messages(question, hits, self.acfg.max_context_chars))
             if p is not None and p < self.acfg.support_threshold:
@@ -138,7 +126,7 @@ class Answerer:
         return False, ""
 
     def refuse_after(self, question: str, text: str, hits: list[Hit]) -> tuple[bool, str]:
-        if len(_clean(text)) < 2:
+        if len(clean_text(text)) < 2:
             return True, "empty answer"
         if REFUSAL_PATTERNS.search(text):
             return True, "the model said the sources do not answer"

@@ -81,7 +81,6 @@ class AnswerConfig:
     max_context_chars: int = 1800  # sources beyond this are left out of the prompt (~3-4 chunks: prefill
     # dominates answer time on a CPU, ~70 tokens/s for the 0.5B model on one core)
     refuse_min_dense: float = 0.0  # refuse outright when the best cosine is below this (0 = off)
-    unknown_terms: bool = True  # refuse when the question names something the knowledge base never mentions
     min_support: float = 0.5  # share of the answer's new bigrams that must occur in the sources
     min_novel: int = 2  # an answer adding fewer new bigrams than this only restates the question
     support_check: bool = False  # also ask the model P(yes) that the sources answer (costs a second prefill)

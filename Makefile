@@ -26,11 +26,13 @@ demo: setup
 	$(BIN)/kb chat
 
 test: setup
+	$(BIN)/ruff check kb ingest finetune ui tests bench corpus
+	$(BIN)/ruff format --check kb ingest finetune ui tests bench corpus
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests
 
 lint: setup
-	$(BIN)/ruff check kb ingest finetune ui tests bench
-	$(BIN)/ruff format --check kb ingest finetune ui tests bench
+	$(BIN)/ruff check kb ingest finetune ui tests bench corpus
+	$(BIN)/ruff format --check kb ingest finetune ui tests bench corpus
 
 clean:
 	rm -rf $(VENV) kb_data

@@ -97,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("name")
     q.add_argument("--out", type=Path, required=True)
     _common(q)
+    _ui_parsers(sub)
     return ap
 
 
@@ -361,6 +362,63 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ui_parsers(sub) -> None:
+    p = sub.add_parser("ui", help="serve the chat and admin web pages (Streamlit) on 127.0.0.1")
+    p.add_argument("--port", type=int, default=8501)
+    _common(p)
+
+    p = sub.add_parser("feedback", help="answer feedback collected by the chat page")
+    fsub = p.add_subparsers(dest="action", required=True)
+    q = fsub.add_parser("export", help="feedback as QA JSONL (the format kb eval reads), marked for review")
+    q.add_argument("--out", type=Path, help="output file (default: standard output)")
+    _common(q)
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    import math
+    import os
+
+    import ui
+
+    cfg = _config(args)  # a bad config fails here as one line, not inside the web page
+    passthrough = ["--kb", cfg.kb_dir, *(["--config", args.config] if args.config else [])]
+    passthrough += [x for s in args.set for x in ("--set", s)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(Path(ui.__file__).parent / "app.py"),
+        "--server.headless=true",
+        "--server.address=127.0.0.1",  # employees reach it through a reverse proxy, never directly
+        f"--server.port={args.port}",
+        "--server.fileWatcherType=none",
+        "--browser.gatherUsageStats=false",
+        f"--server.maxUploadSize={max(1, math.ceil(cfg.ingest.max_file_mb))}",
+        "--",
+        *passthrough,
+    ]
+    print(f"kb ui: serving http://127.0.0.1:{args.port}", file=sys.stderr, flush=True)
+    # Replace this process: a stop signal then reaches the server itself, with no orphan left behind.
+    os.execv(sys.executable, cmd)
+    return 0
+
+
+def cmd_feedback(args: argparse.Namespace) -> int:
+    from ui.feedback import export_lines
+
+    cfg = _config(args)
+    lines = list(export_lines(cfg.kb_dir))
+    if not args.out:
+        for line in lines:
+            print(line)
+        return 0
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
+    print(f'feedback export: {len(lines)} item(s) → {args.out}, marked "review": "pending"', file=sys.stderr)
+    return 0
+
+
 COMMANDS = {
     "ingest": cmd_ingest,
     "search": cmd_search,
@@ -370,6 +428,8 @@ COMMANDS = {
     "synth": cmd_synth,
     "finetune": cmd_finetune,
     "models": cmd_models,
+    "ui": cmd_ui,
+    "feedback": cmd_feedback,
 }
 
 if __name__ == "__main__":

@@ -27,10 +27,13 @@ REFUSAL = {
     "en": "I don't know: the documents in the knowledge base do not answer this question.",
 }
 
+# No citation instruction: asked to cite "[1]", the 0.5B model answered "[1]" and nothing else for
+# most questions. Citations are attributed after generation (kb.answer.resolve_citations), and
+# markers a stronger model writes anyway are kept.
 SYSTEM = {
-    "zh": "你是公司内部知识库的问答助手。根据给出的资料，用一句话简短回答员工的问题，并在句末标出所依据资料的编号，例如 [1]。",
-    "en": "You answer employees' questions from the company's documents. Answer in one short sentence from the "
-    "numbered sources and cite the source you used at the end, for example [1].",
+    "zh": "你是公司内部知识库的问答助手。根据给出的资料，用一句话简短回答员工的问题。",
+    "en": "You answer employees' questions from the company's documents. Answer in one short sentence "
+    "using the numbered sources.",
 }
 
 SYSTEM_NO_RETRIEVAL = {

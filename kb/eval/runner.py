@@ -92,6 +92,7 @@ def run_items(
             rec.update(
                 answer=ans.answer,
                 refused=ans.refused,
+                why=ans.why,
                 citations=[c.n for c in ans.citations],
                 contains=M.contains_any(ans.answer, item.answers) if not ans.refused else False,
                 f1=0.0 if ans.refused else M.best_f1(ans.answer, item.answers),

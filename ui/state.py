@@ -1,0 +1,155 @@
+"""What the pages share within one server process: the config, the loaded models and knowledge base,
+and the lock that lets one question at a time use them.
+
+Models and the store are loaded once per process (st.cache_resource) and shared by every browser
+session; only the chat history and the interface language are per session.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import streamlit as st
+
+from kb.answer import Answerer
+from kb.config import Config, load_config
+from kb.embed import get_embedder
+from kb.embed.base import Embedder
+from kb.errors import StoreError
+from kb.generate import Generator
+from kb.registry import AdapterInfo
+from kb.retrieve import Retriever
+from kb.service import active_adapter, open_generator
+from kb.store import Store
+
+
+def ui_args(argv: list[str] | None = None) -> list[str]:
+    """The kb options `kb ui` passes through after `--` (streamlit hands them over in sys.argv)."""
+    return list(sys.argv[1:] if argv is None else argv)
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="kb ui", add_help=False)
+    ap.add_argument("--config")
+    ap.add_argument("--set", action="append", default=[])
+    ap.add_argument("--kb")
+    # Unknown arguments are ignored: under a test runner sys.argv holds the runner's own options.
+    args, _ = ap.parse_known_args(argv)
+    return args
+
+
+def config_from_args(argv: list[str]) -> Config:
+    args = parse_args(argv)
+    overrides = list(args.set) + ([f"kb_dir={args.kb}"] if args.kb else [])
+    return load_config(args.config, overrides)
+
+
+def config() -> Config:
+    """The kb config of this server, read on every run so a test can point it elsewhere."""
+    return config_from_args(ui_args())
+
+
+def _key(obj: object) -> str:
+    return json.dumps(dataclasses.asdict(obj), sort_keys=True)  # type: ignore[arg-type]
+
+
+@st.cache_resource(show_spinner=False, max_entries=2)
+def _embedder(key: str, _cfg: Config) -> Embedder:
+    return get_embedder(_cfg.embedder)
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _store(kb_dir: str) -> Store:
+    # Store.open raises EmptyKnowledgeBase before the first ingest; exceptions are not cached, so
+    # the next run tries again and finds the knowledge base the admin page has just built.
+    return Store.open(kb_dir)
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _retriever(key: str, _cfg: Config) -> Retriever:
+    store = _store(_cfg.kb_dir)
+    embedder = embedder_for(_cfg)
+    built_with = store.manifest.get("embedder", {}).get("name")
+    if built_with not in (None, embedder.name):
+        raise StoreError(
+            f"{_cfg.kb_dir} was built with embedder {built_with!r} but the config selects "
+            f"{embedder.name!r}: re-ingest from the admin page or change embedder.name"
+        )
+    return Retriever(store, embedder, _cfg.retrieval)
+
+
+# One generator per process: a second adapter's model replaces the first rather than doubling memory.
+@st.cache_resource(show_spinner=False, max_entries=1)
+def _generator(key: str, _cfg: Config) -> Generator:
+    return open_generator(_cfg)
+
+
+@st.cache_resource(show_spinner=False)
+def _answer_lock(kb_dir: str) -> threading.Lock:
+    return threading.Lock()
+
+
+def embedder_for(cfg: Config) -> Embedder:
+    return _embedder(_key(cfg.embedder), cfg)
+
+
+def store_for(cfg: Config) -> Store:
+    return _store(cfg.kb_dir)
+
+
+def retriever_for(cfg: Config) -> Retriever:
+    return _retriever(f"{cfg.kb_dir}|{_key(cfg.embedder)}|{_key(cfg.retrieval)}", cfg)
+
+
+def generator_for(cfg: Config) -> tuple[Generator, AdapterInfo | None]:
+    """The generator answers use now, with its adapter. The active adapter is part of the cache
+    key, so activating another one on the admin page takes effect at the next question."""
+    adapter = active_adapter(cfg)
+    key = _key(cfg.generator) + "|" + (adapter.name if adapter else "")
+    return _generator(key, cfg), adapter
+
+
+@dataclass
+class Resources:
+    answerer: Answerer
+    store: Store
+    model: str  # model label stored with feedback
+    adapter: str
+
+
+def resources(cfg: Config) -> Resources:
+    """Load (once per process) everything answering needs. Raises EmptyKnowledgeBase or KBError."""
+    retriever = retriever_for(cfg)
+    generator, adapter = generator_for(cfg)
+    model = cfg.generator.model if cfg.generator.name == "hf" else cfg.generator.name
+    return Resources(
+        Answerer(retriever, generator, cfg), retriever.store, model, adapter.name if adapter else ""
+    )
+
+
+@contextmanager
+def answering(cfg: Config) -> Iterator[None]:
+    """Hold the process's answer lock. The store switches generations and the model generates one
+    question at a time: two at once would only halve each other's speed on a CPU."""
+    lock = _answer_lock(cfg.kb_dir)
+    lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def try_answering(cfg: Config) -> bool:
+    """True when no other question holds the lock right now (to tell the user they are waiting)."""
+    lock = _answer_lock(cfg.kb_dir)
+    if lock.acquire(blocking=False):
+        lock.release()
+        return True
+    return False

@@ -18,7 +18,9 @@ LEAVE = "员工入职满一年后享有10天带薪年假 [1]。"
 
 def _assistant_texts(at) -> list[str]:
     """Markdown of the assistant's messages with the page's escaping undone."""
-    return [re.sub(r"\\(.)", r"\1", e.value) for m in at.chat_message if m.name == "assistant" for e in m.markdown]
+    return [
+        re.sub(r"\\(.)", r"\1", e.value) for m in at.chat_message if m.name == "assistant" for e in m.markdown
+    ]
 
 
 def test_answer_is_shown_with_its_sources(ui_env: UIEnv) -> None:
@@ -96,7 +98,9 @@ def test_interface_language_toggle_and_answer_language(ui_env: UIEnv) -> None:
 
 def test_a_new_generation_is_used_at_the_next_question(ui_env: UIEnv) -> None:
     at = ui_env.app()
-    (ui_env.root / "general" / "gym.md").write_text("# 健身房\n\n公司健身房在3楼，每天早上6点开放。\n", encoding="utf-8")
+    (ui_env.root / "general" / "gym.md").write_text(
+        "# 健身房\n\n公司健身房在3楼，每天早上6点开放。\n", encoding="utf-8"
+    )
     ingest([ui_env.root], ui_env.cfg, HashingEmbedder(), progress=False)  # as the admin page would
     ui_env.generator().replies.append("公司健身房在3楼 [1]。")
     at.chat_input[0].set_value("公司健身房在几楼？").run()

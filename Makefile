@@ -1,11 +1,11 @@
-# make demo : set up .venv, ingest corpus/, open an interactive `kb ask` loop on the bundled model.
+# make demo : set up .venv, ingest corpus/, open the Streamlit chat (kb ui) on the bundled model.
 # make test : set up .venv if missing, run the test suite.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test lint clean
+.PHONY: setup demo test lint clean browser ui
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,9 +23,17 @@ setup: $(STAMP)
 
 demo: setup
 	$(BIN)/kb ingest corpus
-	$(BIN)/kb chat
+	$(BIN)/kb ui
 
-test: setup
+ui: setup
+	$(BIN)/kb ui
+
+# Headless Chromium + driver for tests/ui/test_browser.py (Debian packages; the test skips without them).
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver fonts-noto-cjk)
+
+test: setup browser
 	$(BIN)/ruff check kb ingest finetune ui tests bench corpus
 	$(BIN)/ruff format --check kb ingest finetune ui tests bench corpus
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests

@@ -195,7 +195,7 @@ def ingest(
         report.deleted = len(removed)
         report.embedded = len(texts)
         if pending or removed or fresh or old is None:
-            manifest = {**settings, "versions": _versions(), "roots": [str(p) for p in paths]}
+            manifest = {**settings, "versions": _versions(), "roots": [str(Path(p).resolve()) for p in paths]}
             report.generation = writer.commit(manifest, keep=cfg.ingest.keep_generations)
         else:
             writer.abort()  # nothing changed: no new generation, the live one stays

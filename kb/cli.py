@@ -394,6 +394,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
         f"--server.port={args.port}",
         "--server.fileWatcherType=none",
         "--browser.gatherUsageStats=false",
+        "--client.toolbarMode=viewer",  # no developer menu or deploy button for employees
         f"--server.maxUploadSize={max(1, math.ceil(cfg.ingest.max_file_mb))}",
         "--",
         *passthrough,

@@ -16,12 +16,19 @@ HERE = Path(__file__).parent
 
 
 def main() -> None:
-    st.set_page_config(page_title=t("app_title"), page_icon="📚", layout="centered")
+    st.set_page_config(page_title=t("app_title"), page_icon=":material/menu_book:", layout="centered")
     language_toggle()
     page = st.navigation(
         [
-            st.Page(HERE / "chat.py", title=t("nav_chat"), icon="💬", url_path="chat", default=True),
-            st.Page(HERE / "admin.py", title=t("nav_admin"), icon="🔧", url_path="admin"),
+            st.Page(
+                HERE / "chat.py", title=t("nav_chat"), icon=":material/chat:", url_path="chat", default=True
+            ),
+            st.Page(
+                HERE / "admin.py",
+                title=t("nav_admin"),
+                icon=":material/admin_panel_settings:",
+                url_path="admin",
+            ),
         ]
     )
     page.run()

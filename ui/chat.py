@@ -135,7 +135,7 @@ def ask(question: str, cfg: Config, res: state.Resources, roots: list[Path]) -> 
         st.markdown(escape_md(question))
     with st.chat_message("assistant"):
         if standalone != question:
-            st.caption(t("rewritten", q=standalone))
+            st.caption(t("rewritten", q=escape_md(standalone)))
         placeholder = st.empty()
         placeholder.caption(t("searching") if state.try_answering(cfg) else t("waiting_turn"))
         pieces: list[str] = []
@@ -198,7 +198,7 @@ def main() -> None:
             st.markdown(escape_md(msg["question"]))
         with st.chat_message("assistant"):
             if msg["standalone"] != msg["question"]:
-                st.caption(t("rewritten", q=msg["standalone"]))
+                st.caption(t("rewritten", q=escape_md(msg["standalone"])))
             render_answer(msg, cfg, roots)
     question = st.chat_input(t("ask_placeholder"))
     if question and question.strip():

@@ -15,6 +15,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import streamlit as st
 
@@ -30,9 +31,9 @@ from kb.service import active_adapter, open_generator
 from kb.store import Store
 
 
-def ui_args(argv: list[str] | None = None) -> list[str]:
+def ui_args() -> list[str]:
     """The kb options `kb ui` passes through after `--` (streamlit hands them over in sys.argv)."""
-    return list(sys.argv[1:] if argv is None else argv)
+    return sys.argv[1:]
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -47,7 +48,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def config_from_args(argv: list[str]) -> Config:
     args = parse_args(argv)
-    overrides = list(args.set) + ([f"kb_dir={args.kb}"] if args.kb else [])
+    # finetune.* settings are for `kb finetune` (started from the admin page), not the kb config.
+    overrides = [s for s in args.set if not s.startswith("finetune.")]
+    overrides += [f"kb_dir={args.kb}"] if args.kb else []
     return load_config(args.config, overrides)
 
 
@@ -56,8 +59,9 @@ def config() -> Config:
     return config_from_args(ui_args())
 
 
-def _key(obj: object) -> str:
-    return json.dumps(dataclasses.asdict(obj), sort_keys=True)  # type: ignore[arg-type]
+def _key(section: Any) -> str:
+    """A cache key for a config section (dataclass): its fields as sorted JSON."""
+    return json.dumps(dataclasses.asdict(section), sort_keys=True)
 
 
 @st.cache_resource(show_spinner=False, max_entries=2)
@@ -98,10 +102,6 @@ def _answer_lock(kb_dir: str) -> threading.Lock:
 
 def embedder_for(cfg: Config) -> Embedder:
     return _embedder(_key(cfg.embedder), cfg)
-
-
-def store_for(cfg: Config) -> Store:
-    return _store(cfg.kb_dir)
 
 
 def retriever_for(cfg: Config) -> Retriever:

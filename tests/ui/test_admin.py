@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -31,8 +32,8 @@ def _unlocked(ui_env: UIEnv, monkeypatch: pytest.MonkeyPatch) -> AppTest:
     return at
 
 
-def _wait_for_ingest(ui_env: UIEnv, at: AppTest) -> AppTest:
-    job = jobs.ingest_job(ui_env.cfg.kb_dir)
+def _wait_for_ingest(ui_env: UIEnv, at: AppTest, kb_dir: str | None = None) -> AppTest:
+    job = jobs.ingest_job(kb_dir or ui_env.cfg.kb_dir)
     assert job is not None
     deadline = time.time() + 30
     while job.running and time.time() < deadline:
@@ -115,6 +116,26 @@ def test_reingest_button_picks_up_changed_files(ui_env: UIEnv, monkeypatch: pyte
     assert "hr/travel.md" in _sources(at)
 
 
+def test_an_empty_knowledge_base_is_built_from_uploads(
+    ui_env: UIEnv, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    empty = tmp_path / "empty_kb"
+    argv = list(ui_env.argv)
+    argv[argv.index("--kb") + 1] = str(empty)
+    monkeypatch.setattr(sys, "argv", argv)
+    at = ui_env.app()
+    assert "知识库还是空的" in at.info[0].value and not at.chat_input
+    at = _unlocked(ui_env, monkeypatch)
+    at.file_uploader[0].set_value(("gym.md", "# 健身房\n\n公司健身房在3楼。\n".encode(), "text/markdown"))
+    at.run()
+    [b for b in at.button if b.label == "保存并导入"][0].click().run()
+    assert (empty / "uploads" / "gym.md").is_file()  # no ingest root yet: <kb_dir>/uploads
+    at = _wait_for_ingest(ui_env, at, str(empty))
+    assert _sources(at) == ["gym.md"]
+    at.switch_page("chat.py").run()
+    assert at.chat_input and not at.info
+
+
 def _fake_adapter(kb_dir: str, name: str, f1: float) -> None:
     path = Path(kb_dir) / "models" / name
     path.mkdir(parents=True)
@@ -154,3 +175,30 @@ def test_finetune_job_runs_in_the_background_with_its_log(ui_env: UIEnv) -> None
         time.sleep(0.05)
     (job,) = jobs.finetune_jobs(kb_dir)
     assert job["rc"] == 0 and jobs.tail(job["path"]).splitlines() == ["step 1 loss 2.5", "done"]
+
+
+def test_finetune_form_starts_kb_finetune_with_the_servers_options(
+    ui_env: UIEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_command = jobs.finetune_command
+    built: list[list[str]] = []
+
+    def harmless(*args, **kwargs) -> list[str]:
+        built.append(real_command(*args, **kwargs))
+        return ["python3", "-c", "print('training… done')"]  # the real run takes minutes to hours
+
+    monkeypatch.setattr(jobs, "finetune_command", harmless)
+    at = _unlocked(ui_env, monkeypatch)
+    at.selectbox[-1].set_value("ptuning-v2")
+    at.checkbox[0].check()
+    at.button(key="FormSubmitter:finetune-开始微调").click().run()
+    (cmd,) = built
+    assert cmd[1:4] == ["-m", "kb.cli", "finetune"]
+    assert cmd[cmd.index("--kb") + 1] == ui_env.cfg.kb_dir and "embedder.name=hashing" in cmd
+    assert cmd[-3:] == ["--method", "ptuning-v2", "--no-activate"]
+    deadline = time.time() + 30
+    while jobs.finetune_jobs(ui_env.cfg.kb_dir)[0]["running"] and time.time() < deadline:
+        time.sleep(0.05)
+    at.run()
+    assert any(".log" in e.label and "退出码 0" in e.label for e in at.expander)
+    assert any("training… done" in c.value for c in at.code)

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from kb.config import AnswerConfig, Config
 from kb.generate.base import Generator, Message
-from kb.grounding import clean_text, novel_support
+from kb.grounding import alignment, clean_text, novel_support, supporting_window
 from kb.prompt import REFUSAL, REFUSAL_PATTERNS, answer_messages, language, plain_messages, support_messages
 from kb.retrieve import Retriever
 from kb.schema import Answer, Citation, Hit
@@ -135,6 +135,18 @@ class Answerer:
             return True, "the answer only restates the question"
         if share < self.acfg.min_support:
             return True, f"only {share:.0%} of the answer is found in the sources"
+        keyword = getattr(getattr(self.retriever, "store", None), "keyword", None)
+        if self.acfg.min_alignment > 0 and keyword is not None:
+            from kb.keyword import tokenize
+
+            sources = [" ".join(h.chunk.headings) + "\n" + h.chunk.text for h in hits]
+            window = supporting_window(text, question, sources)
+            score = alignment(tokenize(question), window, keyword.idf)
+            if score < self.acfg.min_alignment:
+                return (
+                    True,
+                    f"the sentences the answer comes from are about something else (alignment {score:.2f})",
+                )
         return False, ""
 
     def _generate(self, messages: list[Message], on_token: Callable[[str], None] | None) -> str:

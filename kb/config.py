@@ -83,6 +83,7 @@ class AnswerConfig:
     refuse_min_dense: float = 0.0  # refuse outright when the best cosine is below this (0 = off)
     min_support: float = 0.5  # share of the answer's new bigrams that must occur in the sources
     min_novel: int = 2  # an answer adding fewer new bigrams than this only restates the question
+    min_alignment: float = 0.25  # IDF share of the question's words in the sentences the answer came from
     support_check: bool = False  # also ask the model P(yes) that the sources answer (costs a second prefill)
     support_threshold: float = 0.5  # P(yes) below this → refuse
 

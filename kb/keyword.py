@@ -86,6 +86,15 @@ class BM25Index:
         w = sparse.csr_matrix((data.astype(np.float32), tf.indices, tf.indptr), shape=tf.shape)
         return cls(w.tocsc(), vocab, np.asarray(rows, np.int64))
 
+    def idf(self, term: str) -> float:
+        """BM25 idf of a term; a term the index has never seen gets the highest (df = 0)."""
+        if not hasattr(self, "_df"):
+            self._df = np.diff(self.weights.indptr)  # CSC: non-zeros per column = document frequency
+        n = self.weights.shape[0]
+        j = self.vocab.get(term)
+        df = int(self._df[j]) if j is not None else 0
+        return float(np.log(1.0 + (n - df + 0.5) / (df + 0.5)))
+
     def search(self, query: str, k: int) -> list[tuple[int, float]]:
         ids = sorted({self.vocab[t] for t in tokenize(query) if t in self.vocab})
         if not ids or self.weights.shape[0] == 0:

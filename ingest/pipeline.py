@@ -11,6 +11,7 @@ import fnmatch
 import hashlib
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -125,8 +126,15 @@ def _sha256(path: Path) -> str:
 
 
 def ingest(
-    paths: list[Path], cfg: Config, embedder: Embedder, *, delete_missing: bool = True, progress: bool = True
+    paths: list[Path],
+    cfg: Config,
+    embedder: Embedder | Callable[[], Embedder],
+    *,
+    delete_missing: bool = True,
+    progress: bool = True,
 ) -> IngestReport:
+    """Bring the knowledge base in line with `paths`. `embedder` may be a factory: it is then only
+    called when something needs embedding, so an unchanged re-ingest never loads the model."""
     from ingest.chunk import chunk_documents
     from ingest.loaders import load
 
@@ -136,7 +144,14 @@ def ingest(
     report.failed.extend(skipped)
     kb_dir = Path(cfg.kb_dir)
     old = read_manifest(kb_dir)
-    settings = {"embedder": {"name": embedder.name, "dim": embedder.dim}, "chunk": vars(cfg.chunk).copy()}
+    chosen = {"name": cfg.embedder.name, "model": cfg.embedder.model}
+    instance: Embedder | None = embedder if isinstance(embedder, Embedder) else None
+    if instance is None and old and old.get("embedder_config") == chosen:
+        # Same configured embedder as last time: its name and dim are in the manifest, no need to load it.
+        settings = {"embedder": old["embedder"], "chunk": vars(cfg.chunk).copy()}
+    else:
+        instance = instance or embedder()
+        settings = {"embedder": {"name": instance.name, "dim": instance.dim}, "chunk": vars(cfg.chunk).copy()}
     fresh = bool(old) and any(old.get(k) != v for k, v in settings.items())
     if fresh and progress:
         print(
@@ -177,7 +192,9 @@ def ingest(
 
         removed = sorted(writer.sources() - seen) if delete_missing else []
         texts = [embed_text(c) for _, chunks, _ in pending for c in chunks]
-        vectors = _embed_all(embedder, texts, cfg.embedder.batch_size, progress)
+        if texts and instance is None:
+            instance = embedder()
+        vectors = _embed_all(instance, texts, settings["embedder"]["dim"], cfg.embedder.batch_size, progress)
         offset = 0
         for record, chunks, existed in pending:
             n = len(chunks)
@@ -195,7 +212,12 @@ def ingest(
         report.deleted = len(removed)
         report.embedded = len(texts)
         if pending or removed or fresh or old is None:
-            manifest = {**settings, "versions": _versions(), "roots": [str(Path(p).resolve()) for p in paths]}
+            manifest = {
+                **settings,
+                "embedder_config": chosen,
+                "versions": _versions(),
+                "roots": [str(Path(p).resolve()) for p in paths],
+            }
             report.generation = writer.commit(manifest, keep=cfg.ingest.keep_generations)
         else:
             writer.abort()  # nothing changed: no new generation, the live one stays
@@ -206,9 +228,11 @@ def ingest(
     return report
 
 
-def _embed_all(embedder: Embedder, texts: list[str], batch_size: int, progress: bool) -> np.ndarray:
-    if not texts:
-        return np.zeros((0, embedder.dim), np.float32)
+def _embed_all(
+    embedder: Embedder | None, texts: list[str], dim: int, batch_size: int, progress: bool
+) -> np.ndarray:
+    if not texts or embedder is None:
+        return np.zeros((0, dim), np.float32)
     out = []
     with tqdm(total=len(texts), desc="embedding", unit="chunk", disable=not progress, file=sys.stderr) as bar:
         step = max(batch_size * 4, 1)  # hand the embedder several batches at once so it can sort by length

@@ -149,7 +149,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     from kb.embed import get_embedder
 
     cfg = _config(args)
-    report = ingest(args.paths, cfg, get_embedder(cfg.embedder), delete_missing=not args.keep_missing)
+    report = ingest(args.paths, cfg, lambda: get_embedder(cfg.embedder), delete_missing=not args.keep_missing)
     for source, reason in report.failed:
         print(f"skipped {source}: {reason}", file=sys.stderr)
     print(json.dumps(report.to_json()) if args.json else report.summary())

@@ -147,3 +147,18 @@ def test_kill_9_mid_ingest_keeps_previous_generation(corpus, cfg, tmp_path, dela
     r = ingest([corpus], cfg, HashingEmbedder(), progress=False)  # a rerun completes and cleans up
     assert r.added == 40 and r.generation > gen
     assert not [p for p in (Path(cfg.kb_dir) / "generations").iterdir() if p.name.startswith(".")]
+
+
+def test_unchanged_reingest_never_loads_the_embedder(corpus, cfg):
+    calls = []
+
+    def factory():
+        calls.append(1)
+        return HashingEmbedder()
+
+    ingest([corpus], cfg, factory, progress=False)
+    assert calls == [1]
+    r = ingest([corpus], cfg, factory, progress=False)
+    assert calls == [1] and r.unchanged == 3
+    (corpus / "it" / "vpn.md").write_text("# VPN\n\nNew server vpn2.example-corp.cn.\n", encoding="utf-8")
+    assert ingest([corpus], cfg, factory, progress=False).updated == 1 and calls == [1, 1]

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from kb.config import apply_mapping, parse_overrides
+from kb.config import apply_mapping, dump_yaml, parse_overrides, read_yaml
 from kb.errors import ConfigError
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
@@ -117,9 +117,7 @@ class FinetuneConfig:
         return dataclasses.asdict(self)
 
     def dump(self, path: str | os.PathLike) -> None:
-        Path(path).write_text(
-            yaml.safe_dump(self.to_dict(), allow_unicode=True, sort_keys=False), encoding="utf-8"
-        )
+        dump_yaml(self, path)
 
 
 def load_finetune_config(
@@ -133,13 +131,7 @@ def load_finetune_config(
         p = Path(path)
         if not p.is_file() and (CONFIG_DIR / f"{path}.yaml").is_file():
             p = CONFIG_DIR / f"{path}.yaml"
-        if not p.is_file():
-            raise ConfigError(f"finetune config not found: {path}")
-        try:
-            loaded = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{p}: not valid YAML: {e}") from None
-        _merge(cfg, loaded)
+        _merge(cfg, read_yaml(p))
     if data:
         _merge(cfg, data)
     if overrides:

@@ -107,7 +107,7 @@ class Config:
         return dataclasses.asdict(self)
 
     def dump(self, path: str | os.PathLike) -> None:
-        Path(path).write_text(yaml.safe_dump(self.to_dict(), allow_unicode=True, sort_keys=False))
+        dump_yaml(self, path)
 
 
 def _coerce(value: Any, tp: Any, key: str) -> Any:
@@ -176,6 +176,27 @@ def apply_mapping(obj: Any, data: dict[str, Any], prefix: str = "") -> None:
             setattr(obj, key, _coerce(value, hints[key], path))
 
 
+def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
+    """A YAML mapping from a file; a missing file or bad YAML is a ConfigError naming the file."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p}")
+    try:
+        loaded = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{p}: not valid YAML: {e}") from None
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{p}: expected a mapping at the top level, got {type(loaded).__name__}")
+    return loaded
+
+
+def dump_yaml(obj: Any, path: str | os.PathLike) -> None:
+    """Write a config dataclass as YAML (the resolved config every run leaves beside its outputs)."""
+    Path(path).write_text(
+        yaml.safe_dump(dataclasses.asdict(obj), allow_unicode=True, sort_keys=False), encoding="utf-8"
+    )
+
+
 def parse_overrides(pairs: list[str]) -> dict[str, Any]:
     """['a.b=1', 'c=x'] → {'a': {'b': '1'}, 'c': 'x'}; values are coerced later by type."""
     out: dict[str, Any] = {}
@@ -201,14 +222,7 @@ def load_config(
     if path is None and Path("kb.yaml").exists():
         path = "kb.yaml"
     if path is not None:
-        p = Path(path)
-        if not p.exists():
-            raise ConfigError(f"config file not found: {p}")
-        try:
-            loaded = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{p}: not valid YAML: {e}") from None
-        apply_mapping(cfg, loaded)
+        apply_mapping(cfg, read_yaml(path))
     if data:
         apply_mapping(cfg, data)
     if overrides:

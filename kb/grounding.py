@@ -55,6 +55,8 @@ QUESTION_WORDS = frozenset(
     "the and for with from about that this there any our you your company employee employees have has need get "
     "use per".split()
 )
+# Any word holding one of these is a question word (哪一天, 几号, 多少钱), whatever jieba made of it.
+_QUESTION_PART = re.compile(r"[几哪吗呢怎啥]|多少|什么|多久|多长")
 _SENT = re.compile(r"(?<=[。！？；!?;\n])|(?<=\. )")
 
 
@@ -83,7 +85,7 @@ def alignment(question_tokens: list[str], window: str, idf: Callable[[str], floa
     about 补充商业医疗保险, the 0.5B model answers with the 保额 of the travel 意外保险. Rare words
     of the question (high IDF) missing from the supporting sentences are the tell."""
     words = [t for t in dict.fromkeys(question_tokens) if not t.startswith("#") and len(t) >= 2]
-    words = [t for t in words if t not in QUESTION_WORDS]
+    words = [t for t in words if t not in QUESTION_WORDS and not _QUESTION_PART.search(t)]
     total = sum(idf(t) for t in words)
     if total == 0:
         return 1.0

@@ -211,7 +211,7 @@ def test_raft_conversations_follow_the_answer_prompt(corpus, cfg, tmp_path):
             assert pairs[user]["answer"] == reply
             continue
         assert system in SYSTEM.values()
-        question = re.search(r"(?:问题：|Question: )(.*)\n", user).group(1)
+        question = re.search(r"(?:问题：|Question: )(.*?)(?:\n|$)", user).group(1)
         pair = pairs[question]
         srcs = sources_of(user)
         assert 2 <= len(srcs) <= 4
@@ -300,7 +300,7 @@ def test_split_by_document(tmp_path, cfg):
         found = set()
         for r in read_jsonl(tmp_path / "out" / f"{name}.jsonl"):
             user = r["conversations"][-2]["content"]
-            q = re.search(r"问题：(.*)\n", user).group(1) if "问题：" in user else user
+            q = re.search(r"问题：(.*?)(?:\n|$)", user).group(1) if "问题：" in user else user
             found.add(pairs[q]["source"])
         return found
 

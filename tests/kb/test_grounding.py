@@ -12,3 +12,17 @@ def test_novel_support_pinned():
     share, n = novel_support("年假有10天", "年假有几天", ["入职满一年享10天年假"])
     assert n == 3 and share == pytest.approx(2 / 3)  # "10" and "0天" occur, "有1" does not
     assert novel_support("年假", "年假有几天", ["x"]) == (0.0, 0)
+
+
+def test_alignment_ignores_question_words_and_weights_by_idf():
+    from kb.grounding import alignment, supporting_window
+    from kb.keyword import tokenize
+
+    assert alignment(tokenize("公司是哪一天成立的？"), "- 成立时间：2014年6月18日", lambda t: 1.0) == 1.0
+    window = supporting_window(
+        "保额为100万元人民币。", "商业医疗保险保额是多少？", ["员工出差期间，公司为其购买意外保险，保额为100万元人民币。"]
+    )
+    assert "意外保险" in window
+    idf = {"商业": 3.0, "医疗": 2.0, "保险": 1.0, "保额": 1.0}.get
+    score = alignment(["商业", "医疗", "保险", "保额"], window, lambda t: idf(t, 1.0))
+    assert score == pytest.approx(2 / 7)  # only 保险 and 保额 of 3+2+1+1 occur

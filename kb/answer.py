@@ -141,7 +141,7 @@ class Answerer:
 
             sources = [" ".join(h.chunk.headings) + "\n" + h.chunk.text for h in hits]
             window = supporting_window(text, question, sources)
-            score = alignment(tokenize(question), window, keyword.idf)
+            score = alignment(tokenize(question, search=False), window, keyword.idf)
             if score < self.acfg.min_alignment:
                 return (
                     True,

@@ -19,7 +19,7 @@ _WORD = re.compile(r"[a-z0-9]+(?:[._-][a-z0-9]+)*|[\u3400-\u9fff\uf900-\ufaff]+"
 _jieba = None
 
 
-def _cut(text: str) -> list[str]:
+def _cut(text: str, search: bool = True) -> list[str]:
     global _jieba
     if _jieba is None:
         import jieba
@@ -27,16 +27,17 @@ def _cut(text: str) -> list[str]:
         jieba.setLogLevel(logging.WARNING)
         jieba.initialize()
         _jieba = jieba
-    return _jieba.lcut_for_search(text)
+    return _jieba.lcut_for_search(text) if search else _jieba.lcut(text)
 
 
-def tokenize(text: str) -> list[str]:
+def tokenize(text: str, search: bool = True) -> list[str]:
     """Lower-cased English words/numbers and jieba search-mode words for CJK runs.
 
     Search mode also emits the short words inside long ones (中华人民共和国 → 中华, 华人, ...),
     which matches queries phrased with fewer or more characters than the document. Character
     bigrams (marked '#') are added for CJK runs because jieba's dictionary misses company jargon
-    and splits words like 年假 into 年 / 假.
+    and splits words like 年假 into 年 / 假. `search=False`: jieba's precise mode and no bigrams, for
+    reading a question's words (哪一天 stays whole instead of also yielding 一天).
     """
     out: list[str] = []
     for m in _WORD.finditer(text.lower()):
@@ -44,8 +45,9 @@ def tokenize(text: str) -> list[str]:
         if piece[0].isascii():
             out.append(piece)
         else:
-            out.extend(w for w in _cut(piece) if w.strip())
-            out.extend("#" + piece[i : i + 2] for i in range(len(piece) - 1))
+            out.extend(w for w in _cut(piece, search) if w.strip())
+            if search:
+                out.extend("#" + piece[i : i + 2] for i in range(len(piece) - 1))
     return out
 
 

@@ -18,9 +18,14 @@ def test_alignment_ignores_question_words_and_weights_by_idf():
     from kb.grounding import alignment, supporting_window
     from kb.keyword import tokenize
 
-    assert alignment(tokenize("公司是哪一天成立的？"), "- 成立时间：2014年6月18日", lambda t: 1.0) == 1.0
+    assert (
+        alignment(tokenize("公司是哪一天成立的？", search=False), "- 成立时间：2014年6月18日", lambda t: 1.0)
+        == 1.0
+    )
     window = supporting_window(
-        "保额为100万元人民币。", "商业医疗保险保额是多少？", ["员工出差期间，公司为其购买意外保险，保额为100万元人民币。"]
+        "保额为100万元人民币。",
+        "商业医疗保险保额是多少？",
+        ["员工出差期间，公司为其购买意外保险，保额为100万元人民币。"],
     )
     assert "意外保险" in window
     idf = {"商业": 3.0, "医疗": 2.0, "保险": 1.0, "保额": 1.0}.get

@@ -8,6 +8,9 @@ import json
 import sys
 from pathlib import Path
 
+from kb.cli_common import config_from_args
+from kb.cli_refresh import cmd_finetune, cmd_models, cmd_synth
+
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
@@ -107,19 +110,6 @@ def _adapter(p: argparse.ArgumentParser) -> None:
     g.add_argument("--base", action="store_true", help="answer with the base model, no adapter")
 
 
-def _config(args: argparse.Namespace):
-    from kb.config import load_config
-
-    overrides = [s for s in args.set if not s.startswith("finetune.")]  # those go to the fine-tuning config
-    if args.kb:
-        overrides.append(f"kb_dir={args.kb}")
-    if getattr(args, "base", False):
-        overrides.append("generator.adapter=none")
-    elif getattr(args, "adapter", None):
-        overrides.append(f"generator.adapter={args.adapter}")
-    return load_config(args.config, overrides)
-
-
 def main(argv: list[str] | None = None) -> int:
     import os
 
@@ -148,7 +138,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     from ingest.pipeline import ingest
     from kb.embed import get_embedder
 
-    cfg = _config(args)
+    cfg = config_from_args(args)
     report = ingest(args.paths, cfg, lambda: get_embedder(cfg.embedder), delete_missing=not args.keep_missing)
     for source, reason in report.failed:
         print(f"skipped {source}: {reason}", file=sys.stderr)
@@ -159,7 +149,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 def cmd_search(args: argparse.Namespace) -> int:
     from kb.service import open_retriever
 
-    cfg = _config(args)
+    cfg = config_from_args(args)
     hits = open_retriever(cfg).search(args.query, args.k)
     if args.json:
         print(json.dumps([h.to_dict() for h in hits], ensure_ascii=False))
@@ -197,7 +187,7 @@ def _print_answer(ans, as_json: bool, streamed: bool) -> None:
 def cmd_ask(args: argparse.Namespace) -> int:
     from kb.service import open_answerer
 
-    cfg = _config(args)
+    cfg = config_from_args(args)
     answerer = open_answerer(cfg, retrieval=not args.no_retrieval)
     on_token = None if args.json else (lambda s: print(s, end="", flush=True))
     ans = answerer.answer(args.question, retrieval=not args.no_retrieval, on_token=on_token)
@@ -208,7 +198,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
 def cmd_chat(args: argparse.Namespace) -> int:
     from kb.service import open_answerer
 
-    cfg = _config(args)
+    cfg = config_from_args(args)
     print("loading the model…", file=sys.stderr)
     answerer = open_answerer(cfg, retrieval=not args.no_retrieval)
     print("Ask a question (empty line or Ctrl-D to quit).", file=sys.stderr)
@@ -233,7 +223,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from kb.eval.runner import format_table, read_qa, run_items, summarize
     from kb.service import open_answerer, open_retriever
 
-    cfg = _config(args)
+    cfg = config_from_args(args)
     items = read_qa(args.qa)[: args.limit] if args.limit else read_qa(args.qa)
     retrieval, generate = not args.no_retrieval, not args.retrieval_only
     if generate:
@@ -265,103 +255,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_synth(args: argparse.Namespace) -> int:
-    from ingest.synth import synthesize
-    from kb.service import open_generator
-    from kb.store import Store
-
-    cfg = _config(args)
-    store = Store.open(cfg.kb_dir)
-    generator = None if args.no_llm else open_generator(cfg)
-    out = args.out or Path(cfg.kb_dir) / "synth"
-    report = synthesize(
-        cfg,
-        store,
-        generator,
-        out_dir=out,
-        per_chunk=args.per_chunk,
-        fmt=args.format,
-        use_llm=not args.no_llm,
-        seed=args.seed,
-    )
-    print(json.dumps(report.to_json()) if args.json else report.summary())
-    return 0
-
-
-def cmd_finetune(args: argparse.Namespace) -> int:
-    from finetune.config import load_finetune_config
-    from finetune.run import finetune
-
-    kb_cfg = _config(args)
-    overrides = [f"kb_dir={kb_cfg.kb_dir}"]
-    for flag, key in (
-        ("method", "method"),
-        ("model", "model"),
-        ("data", "data.train"),
-        ("gpus", "gpus"),
-        ("deepspeed", "deepspeed"),
-        ("name", "name"),
-    ):
-        if getattr(args, flag) is not None:
-            overrides.append(f"{key}={getattr(args, flag)}")
-    if args.no_activate:
-        overrides.append("activate=false")
-    ft_sets = [s.removeprefix("finetune.") for s in args.set if s.startswith("finetune.")]
-    cfg = load_finetune_config(args.ft_config, overrides + ft_sets)
-    report = finetune(cfg, resume=args.resume, verbose=args.verbose)
-    print(
-        json.dumps(
-            {"name": report.name, "path": str(report.path), "activated": report.activated, **report.result}
-        )
-        if args.json
-        else report.summary()
-    )
-    return 0
-
-
-def cmd_models(args: argparse.Namespace) -> int:
-    from kb.registry import Registry
-
-    cfg = _config(args)
-    registry = Registry(cfg.kb_dir)
-    if args.action == "list":
-        adapters = registry.list()
-        if args.json:
-            print(
-                json.dumps(
-                    [
-                        {
-                            "name": a.name,
-                            "method": a.method,
-                            "base_model": a.base_model,
-                            "active": a.active,
-                            "metrics": a.metrics,
-                            "gate": a.gate,
-                            "path": str(a.path),
-                        }
-                        for a in adapters
-                    ]
-                )
-            )
-            return 0
-        for a in adapters:
-            metrics = " ".join(
-                f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in a.metrics.items()
-            )
-            print(f"{'*' if a.active else ' '} {a.name:<16} {a.method:<11} {a.base_model:<28} {metrics}")
-        print(f"{len(adapters)} adapter(s); active: {registry.active_name() or 'base model'}")
-        return 0
-    if args.action == "activate":
-        registry.activate(None if args.name == "none" else args.name)
-        print(f"active model: {args.name if args.name != 'none' else 'base model'}")
-        return 0
-    from finetune.export import merge_adapter
-
-    out = merge_adapter(registry.get(args.name), args.out)
-    print(f"merged {args.name} into its base model → {out}")
-    return 0
-
-
 def _ui_parsers(sub) -> None:
     p = sub.add_parser("ui", help="serve the chat and admin web pages (Streamlit) on 127.0.0.1")
     p.add_argument("--port", type=int, default=8501)
@@ -380,7 +273,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
     import ui
 
-    cfg = _config(args)  # a bad config fails here as one line, not inside the web page
+    cfg = config_from_args(args)  # a bad config fails here as one line, not inside the web page
     passthrough = ["--kb", cfg.kb_dir, *(["--config", args.config] if args.config else [])]
     passthrough += [x for s in args.set for x in ("--set", s)]
     cmd = [
@@ -408,7 +301,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
 def cmd_feedback(args: argparse.Namespace) -> int:
     from ui.feedback import export_lines
 
-    cfg = _config(args)
+    cfg = config_from_args(args)
     lines = list(export_lines(cfg.kb_dir))
     if not args.out:
         for line in lines:

@@ -14,7 +14,15 @@ from collections.abc import Callable
 from kb.config import AnswerConfig, Config
 from kb.generate.base import Generator, Message
 from kb.grounding import alignment, clean_text, novel_support, supporting_window
-from kb.prompt import REFUSAL, REFUSAL_PATTERNS, answer_messages, language, plain_messages, support_messages
+from kb.prompt import (
+    REFUSAL,
+    REFUSAL_PATTERNS,
+    answer_messages,
+    fit_sources,
+    language,
+    plain_messages,
+    support_messages,
+)
 from kb.retrieve import Retriever
 from kb.schema import Answer, Citation, Hit
 
@@ -97,7 +105,7 @@ class Answerer:
             if on_token:
                 on_token(REFUSAL[lang])
             return Answer(REFUSAL[lang], [], True, time.perf_counter() - t0, hits, why)
-        shown = hits[: self._n_shown(hits)]
+        shown = fit_sources(hits, self.acfg.max_context_chars)  # the sources the prompt shows
         text = self._generate(
             answer_messages(question, shown, self.acfg.max_context_chars, history), on_token
         )
@@ -106,12 +114,6 @@ class Answerer:
             return Answer(REFUSAL[lang], [], True, time.perf_counter() - t0, hits, why)
         text, cits = resolve_citations(text, shown)
         return Answer(text, cits, False, time.perf_counter() - t0, hits)
-
-    def _n_shown(self, hits: list[Hit]) -> int:
-        """How many hits fit the prompt (format_sources keeps whole chunks up to max_context_chars)."""
-        from kb.prompt import format_sources
-
-        return max(1, format_sources(hits, self.acfg.max_context_chars).count("\n\n[") + 1)
 
     def refuse_before(self, question: str, hits: list[Hit]) -> tuple[bool, str]:
         if not hits:

@@ -50,18 +50,26 @@ REFUSAL_PATTERNS = re.compile(
 )
 
 
-def format_sources(hits: list[Hit], max_chars: int) -> str:
-    parts, used = [], 0
+def _block(n: int, h: Hit) -> str:
+    c = h.chunk
+    where = c.source + (f" p.{c.page}" if c.page else "")
+    head = f" — {' > '.join(c.headings)}" if c.headings else ""
+    return f"[{n}] ({where}{head})\n{c.text.strip()}"
+
+
+def fit_sources(hits: list[Hit], max_chars: int) -> list[Hit]:
+    """The leading hits whose numbered blocks fit in max_chars (always at least the first)."""
+    used = 0
     for n, h in enumerate(hits, start=1):
-        c = h.chunk
-        where = c.source + (f" p.{c.page}" if c.page else "")
-        head = f" — {' > '.join(c.headings)}" if c.headings else ""
-        block = f"[{n}] ({where}{head})\n{c.text.strip()}"
-        if used and used + len(block) > max_chars:
-            break
-        parts.append(block)
-        used += len(block)
-    return "\n\n".join(parts)
+        size = len(_block(n, h))
+        if used and used + size > max_chars:
+            return hits[: n - 1]
+        used += size
+    return hits
+
+
+def format_sources(hits: list[Hit], max_chars: int) -> str:
+    return "\n\n".join(_block(n, h) for n, h in enumerate(fit_sources(hits, max_chars), start=1))
 
 
 def answer_messages(

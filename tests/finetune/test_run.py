@@ -51,7 +51,7 @@ def train_file(tmp_path_factory) -> Path:
     return f
 
 
-def _finetune(tiny_model, train_file, kb, method, *extra) -> dict:
+def _finetune(tiny_model, train_file, kb, method, *extra) -> list[str]:
     args = [
         "finetune",
         "--model",
@@ -117,26 +117,11 @@ def test_finetune_publishes_activates_and_serves(tiny_model, train_file, tmp_pat
     base = HFGenerator(gcfg).generate(msgs)
     assert tuned != base and "one" in tuned
 
-    assert (
-        main(
-            [
-                "finetune",
-                "--model",
-                str(tiny_model),
-                "--data",
-                str(train_file),
-                "--kb",
-                str(kb),
-                "--method",
-                method,
-                "--no-activate",
-                "--set",
-                "finetune.training.max_steps=1",
-                *extra,
-            ]
-        )
-        == 0
+    # A second run, not activated; the later max_steps=1 overrides _finetune's 15.
+    args = _finetune(
+        tiny_model, train_file, kb, method, "--no-activate", "--set", "finetune.training.max_steps=1"
     )
+    assert main([*args, *extra]) == 0
     assert [a.name for a in Registry(kb).list()] == [f"{method}-v1", f"{method}-v2"]
     assert Registry(kb).active_name() == f"{method}-v1"
 

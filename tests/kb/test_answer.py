@@ -74,3 +74,13 @@ def test_refuses_answer_with_facts_not_in_sources():
 def test_degenerate_answer_refused():
     ans = Answerer(_Retr(_hits()), FakeGenerator(replies=["[1]"]), load_config(data={})).answer("年假几天？")
     assert ans.refused and ans.why == "empty answer"
+
+
+def test_fit_sources_keeps_whole_blocks_and_counts_hits_not_text():
+    from kb.prompt import fit_sources, format_sources
+
+    hits = _hits()
+    hits[0].chunk.text = "表格\n\n[注] 见下文"  # text that looks like a block boundary must not count as one
+    assert fit_sources(hits, 10) == hits[:1]  # the first always fits
+    assert fit_sources(hits, 10_000) == hits
+    assert format_sources(hits, 10_000).count("\n\n[") == 3  # 2 blocks + the one inside the text

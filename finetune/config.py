@@ -34,6 +34,32 @@ class DataSettings:
 
 
 @dataclass
+class SpeedSettings:
+    """The GPU fast path (finetune/speed/): packed rows with per-example varlen attention, the lm_head fused
+    into a chunked cross-entropy, compiled decoder layers. Same losses as the plain recipe
+    (tests/finetune/test_speed.py); measured in bench/finetune_throughput.py."""
+
+    fast_path: str = "auto"  # auto: on when training on CUDA GPUs | always | never
+    # Tokens per micro-batch (one packed row); 0 = per_device_train_batch_size × (max_source_len +
+    # max_target_len), the most a padded batch of the same size could hold.
+    token_budget: int = 0
+    loss_chunk: int = 4096  # tokens per chunk of the fused lm_head + cross-entropy
+    compile: bool = True  # torch.compile each decoder layer (CUDA only)
+
+    def __post_init__(self) -> None:
+        if self.fast_path not in ("auto", "always", "never"):
+            raise ConfigError(f"speed.fast_path: expected auto, always or never, got {self.fast_path!r}")
+        for name in ("token_budget", "loss_chunk"):
+            value = getattr(self, name)
+            if (
+                not isinstance(value, int)
+                or isinstance(value, bool)
+                or value < (0 if name == "token_budget" else 1)
+            ):
+                raise ConfigError(f"speed.{name}: expected a positive integer, got {value!r}")
+
+
+@dataclass
 class FinetuneConfig:
     model: str = "bundled:qwen2.5-0.5b"  # bundled:<name>, local path, hub id, or modelscope:<id>
     method: str = "lora"  # lora | ptuning-v2
@@ -42,6 +68,7 @@ class FinetuneConfig:
     lora: dict[str, Any] = field(default_factory=dict)  # → finetune.methods.LoraSettings
     ptuning: dict[str, Any] = field(default_factory=dict)  # → finetune.methods.PrefixSettings
     data: DataSettings = field(default_factory=DataSettings)
+    speed: SpeedSettings = field(default_factory=SpeedSettings)
     training: dict[str, Any] = field(
         default_factory=lambda: {
             "per_device_train_batch_size": 4,
@@ -85,6 +112,7 @@ class FinetuneConfig:
             )
         if self.gradient_checkpointing and self.method == "ptuning-v2":
             raise ConfigError("gradient_checkpointing: peft does not support it with P-Tuning v2")
+        self.speed.__post_init__()
         self.method_settings()
 
     def method_settings(self) -> Any:

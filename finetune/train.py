@@ -34,6 +34,7 @@ class TrainResult:
     seconds: float
     train_examples: int
     skipped: dict[str, int]
+    fast_path: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in self.__dict__.items()}
@@ -135,12 +136,10 @@ def file_sha256(path: Path) -> str:
 def train(
     cfg: FinetuneConfig, run_dir: Path, *, resume: bool = False, verbose: bool = False, progress: bool = True
 ) -> TrainResult:
-    from transformers import TrainingArguments, set_seed
+    from transformers import set_seed
 
-    from finetune.collate import PackedCollator, PadCollator, pack_examples, prepare_model_for_packing
     from finetune.methods import get_method
     from finetune.templates import ensure_pad_token, explain, template_for
-    from finetune.trainer_utils import CurveCallback, TokenCountingTrainer
 
     t0 = time.perf_counter()
     seed = int(cfg.training.get("seed", 42))
@@ -161,51 +160,14 @@ def train(
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
     model = method.wrap(model, cfg.method_settings())
-    if cfg.data.packing:
-        max_len = cfg.data.max_source_len + cfg.data.max_target_len
-        train_set = pack_examples(train_set, max_len)
-        val_set = pack_examples(val_set, max_len) if val_set else []
-        flatten = prepare_model_for_packing(model)
-        collator: Any = PackedCollator(pad_id, flatten=flatten)
-    else:
-        collator = PadCollator(pad_id)
-
-    targs = dict(cfg.training)
-    targs.update({k: v for k, v in precision["flags"].items() if k not in cfg.training})
-    targs.update(
-        output_dir=str(run_dir / "checkpoints"),
-        remove_unused_columns=False,
-        disable_tqdm=not progress or not is_main_process(),
-    )
-    if ds := cfg.deepspeed_config():
-        targs["deepspeed"] = ds
-    if val_set:
-        targs.setdefault("eval_strategy", "epoch")
-    if not torch.cuda.is_available():
-        targs.setdefault("use_cpu", True)
-        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-            targs.setdefault("ddp_backend", "gloo")
-    try:
-        args = TrainingArguments(**targs)
-    except TypeError as e:
-        raise ConfigError(f"training: {e} (keys pass through to transformers.TrainingArguments)") from None
-    except ValueError as e:
-        raise ConfigError(f"training: {e}") from None
-
-    curve = CurveCallback(run_dir / "curve.jsonl") if is_main_process() else None
-    trainer = TokenCountingTrainer(
-        model=model,
-        args=args,
-        train_dataset=train_set,
-        eval_dataset=val_set or None,
-        data_collator=collator,
-        callbacks=[curve] if curve else [],
-    )
+    trainer, curve, fast = build_trainer(cfg, model, pad_id, train_set, val_set, run_dir, progress=progress)
     if cuda := torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     last_ckpt = _last_checkpoint(run_dir / "checkpoints") if resume else None
     out = trainer.train(resume_from_checkpoint=str(last_ckpt) if last_ckpt else None)
     eval_loss = trainer.evaluate().get("eval_loss") if val_set else None
+    if fast is not None:
+        fast.restore()
     if is_main_process():
         method.save(trainer.model, run_dir / "adapter")
         tokenizer.save_pretrained(run_dir / "adapter")  # pad token and chat template travel with it
@@ -227,8 +189,94 @@ def train(
         peak_memory_gib=peak / 2**30,
         seconds=seconds,
         train_examples=len(train_set),
+        fast_path=fast is not None,
         skipped=skipped,
     )
+
+
+def build_trainer(
+    cfg: FinetuneConfig,
+    model: Any,
+    pad_id: int,
+    train_set: list[dict],
+    val_set: list[dict],
+    run_dir: Path,
+    *,
+    progress: bool = True,
+    callbacks: list[Any] | None = None,
+) -> tuple[Any, Any, Any]:
+    """The HF Trainer for an already wrapped model and encoded examples: (trainer, curve, fast_path).
+
+    On a GPU (speed.fast_path) batches are packed rows of speed.token_budget tokens with varlen
+    attention and a fused loss; `fast_path.restore()` must run before the model is saved or used.
+    """
+    from transformers import TrainingArguments
+
+    from finetune.collate import PackedCollator, PadCollator, pack_examples, prepare_model_for_packing
+    from finetune.speed import FastPath, VarlenCollator, fast_path_active
+    from finetune.trainer_utils import CurveCallback, FastPathTrainer, TokenCountingTrainer
+
+    precision = pick_precision(cfg)
+    targs = dict(cfg.training)
+    max_len = cfg.data.max_source_len + cfg.data.max_target_len
+    ds = cfg.deepspeed_config()
+    zero3 = bool(ds) and int((ds.get("zero_optimization") or {}).get("stage", 0)) == 3
+    fast = None
+    if fast_path_active(cfg.speed.fast_path) and not zero3 and not cfg.load_in:
+        budget = cfg.speed.token_budget or int(targs.get("per_device_train_batch_size", 8)) * max_len
+        if budget < max_len:
+            raise ConfigError(
+                f"speed.token_budget: {budget} is below the longest example (max_source_len + max_target_len "
+                f"= {max_len})"
+            )
+        fast = FastPath(model, loss_chunk=cfg.speed.loss_chunk, compile=cfg.speed.compile)
+        prefix = (
+            model.peft_config[model.active_adapter].num_virtual_tokens if cfg.method == "ptuning-v2" else 0
+        )
+        train_set = pack_examples(train_set, budget)
+        val_set = pack_examples(val_set, budget) if val_set else []
+        collator: Any = VarlenCollator(pad_id, budget, prefix)
+        targs.update(per_device_train_batch_size=1, per_device_eval_batch_size=1, prediction_loss_only=True)
+    elif cfg.data.packing:
+        train_set = pack_examples(train_set, max_len)
+        val_set = pack_examples(val_set, max_len) if val_set else []
+        collator = PackedCollator(pad_id, flatten=prepare_model_for_packing(model))
+    else:
+        collator = PadCollator(pad_id)
+
+    targs.update({k: v for k, v in precision["flags"].items() if k not in cfg.training})
+    targs.update(
+        output_dir=str(run_dir / "checkpoints"),
+        remove_unused_columns=False,
+        disable_tqdm=not progress or not is_main_process(),
+    )
+    if ds:
+        targs["deepspeed"] = ds
+    if val_set:
+        targs.setdefault("eval_strategy", "epoch")
+    if not torch.cuda.is_available():
+        targs.setdefault("use_cpu", True)
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            targs.setdefault("ddp_backend", "gloo")
+    try:
+        args = TrainingArguments(**targs)
+    except TypeError as e:
+        raise ConfigError(f"training: {e} (keys pass through to transformers.TrainingArguments)") from None
+    except ValueError as e:
+        raise ConfigError(f"training: {e}") from None
+
+    curve = CurveCallback(run_dir / "curve.jsonl") if is_main_process() else None
+    kwargs: dict[str, Any] = {"fast_path": fast} if fast is not None else {}
+    trainer = (FastPathTrainer if fast is not None else TokenCountingTrainer)(
+        model=model,
+        args=args,
+        train_dataset=train_set,
+        eval_dataset=val_set or None,
+        data_collator=collator,
+        callbacks=[*([curve] if curve else []), *(callbacks or [])],
+        **kwargs,
+    )
+    return trainer, curve, fast
 
 
 def _last_checkpoint(path: Path) -> Path | None:

@@ -8,7 +8,23 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
 from transformers import Trainer, TrainerCallback
+
+
+def real_tokens(inputs: dict[str, Any]) -> int:
+    """Tokens of real examples in a batch (not padding), from whatever the collator gives."""
+    if "real_tokens" in inputs:  # VarlenCollator counts them itself
+        return int(inputs["real_tokens"])
+    mask = inputs.get("attention_mask")
+    if mask is not None:
+        return int(mask.sum())
+    # PackedCollator: padding is a trailing segment with positions 0, 1, 2, ... and labels -100; a row's
+    # real tokens end where the last label that counts is (prompt-only tails cannot be told from padding).
+    labels = inputs["labels"]
+    counted = labels != -100
+    last = torch.where(counted.any(1), counted.shape[1] - counted.flip(1).int().argmax(1), 0)
+    return int(last.sum())
 
 
 class TokenCountingTrainer(Trainer):
@@ -20,9 +36,7 @@ class TokenCountingTrainer(Trainer):
     def training_step(self, model: Any, inputs: dict[str, Any], num_items_in_batch: Any = None) -> Any:
         if self._t0 is None:
             self._t0 = time.perf_counter()
-        mask = inputs.get("attention_mask")
-        # Packed batches carry no attention mask; their only padding is a trailing all -100 segment.
-        self.tokens_seen += int(mask.sum()) if mask is not None else int((inputs["labels"] != -100).sum())
+        self.tokens_seen += real_tokens(inputs)
         return super().training_step(model, inputs, num_items_in_batch)
 
     def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
@@ -52,3 +66,22 @@ class CurveCallback(TrainerCallback):
         self.rows.append(row)
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps(row) + "\n")
+
+
+class FastPathTrainer(TokenCountingTrainer):
+    """Trainer on the GPU fast path: the model returns hidden states, the loss fuses lm_head and
+    cross-entropy (finetune.speed.FastPath.loss)."""
+
+    def __init__(self, *args: Any, fast_path: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fast_path = fast_path
+
+    def compute_loss(
+        self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None
+    ) -> Any:
+        inputs = dict(inputs)
+        inputs.pop("real_tokens", None)
+        labels = inputs.pop("labels")
+        outputs = model(**inputs)
+        loss = self.fast_path.loss(outputs, labels, num_items_in_batch)
+        return (loss, {"loss": loss}) if return_outputs else loss

@@ -1,0 +1,80 @@
+"""Switch a (peft-wrapped) causal LM onto the fast path for training, and back for saving/generation.
+
+fast = FastPath(model, settings)   # varlen attention, lm_head fused into the loss, compiled layers
+loss = fast.loss(model(**batch_without_labels), labels, num_items)
+fast.restore()                     # the model is an ordinary transformers/peft model again
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from finetune.speed import varlen
+from finetune.speed.loss import linear_cross_entropy
+from kb.errors import ConfigError
+
+
+def fast_path_active(setting: str, world_size: int = 1) -> bool:
+    """`speed.fast_path`: auto = on when CUDA is available; always; never."""
+    if setting == "never":
+        return False
+    if setting == "always":
+        return True
+    return torch.cuda.is_available()
+
+
+def _base_model(model: Any) -> Any:
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def decoder_layers(model: Any) -> nn.ModuleList:
+    """The stack of decoder layers of a transformers causal LM (Llama, Qwen, GLM, ... keep it at .model.layers)."""
+    inner = getattr(_base_model(model), "model", None)
+    layers = getattr(inner, "layers", None)
+    if not isinstance(layers, nn.ModuleList):
+        raise ConfigError(f"speed: cannot find the decoder layers of {type(_base_model(model)).__name__}")
+    return layers
+
+
+class FastPath:
+    def __init__(self, model: Any, *, loss_chunk: int = 4096, compile: bool = False) -> None:
+        base = _base_model(model)
+        if type(base).__module__.startswith("transformers_modules"):
+            raise ConfigError(
+                f"speed: {type(base).__name__} is remote code with its own attention; convert it first"
+            )
+        head = base.get_output_embeddings()
+        if head is None or head.weight.requires_grad:
+            raise ConfigError("speed: the output layer must exist and be frozen (LoRA / P-Tuning v2)")
+        varlen.register()
+        self.base, self.head, self.loss_chunk = base, head, loss_chunk
+        self._attn = base.config._attn_implementation
+        self._use_cache = base.config.use_cache
+        base.config._attn_implementation = varlen.NAME
+        base.config.use_cache = False
+        # The model returns hidden states where logits were; loss() applies the head chunk by chunk.
+        base.set_output_embeddings(nn.Identity())
+        self.compiled = False
+        if compile and torch.cuda.is_available():
+            import torch._dynamo.config as dynamo_config
+
+            # Layers differ only in int attributes such as layer_idx (P-Tuning v2's cache reads it);
+            # without this every layer would compile its own graph and hit the recompile limit.
+            dynamo_config.allow_unspec_int_on_nn_module = True
+            dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, 32)
+            for layer in decoder_layers(model):
+                layer.compile()
+            self.compiled = True
+
+    def loss(self, outputs: Any, labels: torch.Tensor, num_items: Any = None) -> torch.Tensor:
+        hidden = outputs.logits if hasattr(outputs, "logits") else outputs[0]  # (1, T, h): hidden states
+        return linear_cross_entropy(hidden, self.head.weight, labels, num_items, self.loss_chunk)
+
+    def restore(self) -> None:
+        """Undo every switch: attention implementation, cache flag and the output layer."""
+        self.base.set_output_embeddings(self.head)
+        self.base.config._attn_implementation = self._attn
+        self.base.config.use_cache = self._use_cache

@@ -235,7 +235,7 @@ def build_trainer(
         )
         train_set = pack_examples(train_set, budget)
         val_set = pack_examples(val_set, budget) if val_set else []
-        collator: Any = VarlenCollator(pad_id, budget, prefix)
+        collator: Any = VarlenCollator(pad_id, budget, prefix, max_length=max_len)
         targs.update(per_device_train_batch_size=1, per_device_eval_batch_size=1, prediction_loss_only=True)
     elif cfg.data.packing:
         train_set = pack_examples(train_set, max_len)

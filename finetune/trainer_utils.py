@@ -82,6 +82,11 @@ class FastPathTrainer(TokenCountingTrainer):
         inputs = dict(inputs)
         inputs.pop("real_tokens", None)
         labels = inputs.pop("labels")
-        outputs = model(**inputs)
+        if self.fast_path.compiled:
+            # The number of packed examples changes from batch to batch: compile for any count at once.
+            for key in ("cu_seq_lens_q", "cu_seq_lens_k", "kb_key_index"):
+                if key in inputs:
+                    torch._dynamo.mark_dynamic(inputs[key], 0)
+        outputs = self.fast_path.forward(model, inputs)
         loss = self.fast_path.loss(outputs, labels, num_items_in_batch)
         return (loss, {"loss": loss}) if return_outputs else loss

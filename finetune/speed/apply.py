@@ -30,6 +30,14 @@ def _base_model(model: Any) -> Any:
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
+def _prompt_learning(model: Any) -> bool:
+    peft_config = getattr(model, "peft_config", None)
+    if not isinstance(peft_config, dict):
+        return False
+    cfg = peft_config.get(getattr(model, "active_adapter", None))
+    return bool(getattr(cfg, "is_prompt_learning", False))
+
+
 def decoder_layers(model: Any) -> nn.ModuleList:
     """The stack of decoder layers of a transformers causal LM (Llama, Qwen, GLM, ... keep it at .model.layers)."""
     inner = getattr(_base_model(model), "model", None)
@@ -51,6 +59,9 @@ class FastPath:
             raise ConfigError("speed: the output layer must exist and be frozen (LoRA / P-Tuning v2)")
         varlen.register()
         self.base, self.head, self.loss_chunk = base, head, loss_chunk
+        self.prefix_len = (
+            model.peft_config[model.active_adapter].num_virtual_tokens if _prompt_learning(model) else 0
+        )
         self._attn = base.config._attn_implementation
         self._use_cache = base.config.use_cache
         base.config._attn_implementation = varlen.NAME
@@ -68,6 +79,22 @@ class FastPath:
             for layer in decoder_layers(model):
                 layer.compile()
             self.compiled = True
+
+    def forward(self, model: Any, inputs: dict[str, Any]) -> Any:
+        """The model's forward on a VarlenCollator batch (without labels).
+
+        P-Tuning v2 would pass its prefix as a cache that each layer extends, which makes every compiled
+        layer see different inputs. Instead the prefix keys/values go in as two stacked tensors
+        (layers, 1, kv_heads, P, head_dim) that the varlen attention reads by layer index, and the
+        positions are shifted by P as peft does.
+        """
+        if not self.prefix_len:
+            return model(**inputs)
+        cache = model.get_prompt(batch_size=1)
+        keys = torch.stack([layer.keys for layer in cache.layers])
+        values = torch.stack([layer.values for layer in cache.layers])
+        inputs = {**inputs, "position_ids": inputs["position_ids"] + self.prefix_len}
+        return self.base(**inputs, kb_prefix_keys=keys, kb_prefix_values=values)
 
     def loss(self, outputs: Any, labels: torch.Tensor, num_items: Any = None) -> torch.Tensor:
         hidden = outputs.logits if hasattr(outputs, "logits") else outputs[0]  # (1, T, h): hidden states

@@ -4,9 +4,9 @@ A batch is one row of exactly `token_budget` tokens (so shapes never change betw
 layers are not recompiled): the packed examples, then a padding segment. `cu_seq_lens_q` marks where each
 segment starts ([0, n1, n1+n2, ..., budget]); attention runs causally inside each segment only.
 
-P-Tuning v2 passes its prefix as a cache, so the model hands attention keys of length P + budget: the P
-prefix positions, then the row. Each example must see the prefix and its own tokens, nothing else, so the
-keys are re-gathered per example ([prefix; example], `kb_key_index`) and FlashAttention's causal mask,
+For P-Tuning v2, FastPath.forward hands each layer its P prefix keys/values (`kb_prefix_keys/values`),
+which go in front of the row's: P + budget keys. Each example must see the prefix and its own tokens,
+nothing else, so the keys are re-gathered per example ([prefix; example], `kb_key_index`) and FlashAttention's causal mask,
 aligned bottom-right when keys outnumber queries, lets token i of an example see the P prefix keys and
 its own tokens up to i. That is what unpacked P-Tuning v2 computes for every example.
 
@@ -44,8 +44,14 @@ class VarlenCollator:
     cu_seq_lens_k/max_length_k/kb_key_index, and real_tokens (the count the trainer reports).
     """
 
-    def __init__(self, pad_token_id: int, token_budget: int, prefix_len: int = 0) -> None:
+    def __init__(
+        self, pad_token_id: int, token_budget: int, prefix_len: int = 0, max_length: int | None = None
+    ) -> None:
         self.pad_token_id, self.budget, self.prefix_len = pad_token_id, token_budget, prefix_len
+        # One constant max_length for every batch (the longest example allowed): compiled layers then
+        # never see a new value. Padding is cut into segments no longer than it, because the kernel
+        # computes only max_length queries of a segment.
+        self.max_length = _round_up(max_length or token_budget, _MAX_LEN_STEP)
 
     def __call__(self, packs: list[dict[str, list[int]]]) -> dict[str, Any]:
         ids, labels, pos, lens = [], [], [], []
@@ -57,18 +63,23 @@ class VarlenCollator:
         real = len(ids)
         if real > self.budget:
             raise ValueError(f"{real} tokens in a batch of budget {self.budget}: use one pack per batch")
-        if pad := self.budget - real:
-            ids += [self.pad_token_id] * pad
-            labels += [IGNORE_INDEX] * pad
-            pos += range(pad)
-            lens.append(pad)
+        if max(lens, default=0) > self.max_length:
+            raise ValueError(f"an example of {max(lens)} tokens is longer than max_length {self.max_length}")
+        pad = self.budget - real
+        ids += [self.pad_token_id] * pad
+        labels += [IGNORE_INDEX] * pad
+        while pad > 0:
+            piece = min(pad, self.max_length)
+            pos += range(piece)
+            lens.append(piece)
+            pad -= piece
         cu = torch.tensor([0, *lens], dtype=torch.int32).cumsum(0, dtype=torch.int32)
         batch: dict[str, Any] = {
             "input_ids": torch.tensor([ids]),
             "labels": torch.tensor([labels]),
             "position_ids": torch.tensor([pos]),
             "cu_seq_lens_q": cu,
-            "max_length_q": _round_up(max(lens), _MAX_LEN_STEP),
+            "max_length_q": self.max_length,
             "real_tokens": real,
         }
         if P := self.prefix_len:
@@ -81,7 +92,7 @@ class VarlenCollator:
             batch["cu_seq_lens_k"] = torch.tensor([0, *(n + P for n in lens)], dtype=torch.int32).cumsum(
                 0, dtype=torch.int32
             )
-            batch["max_length_k"] = _round_up(max(lens) + P, _MAX_LEN_STEP)
+            batch["max_length_k"] = self.max_length + P
         return batch
 
 
@@ -186,6 +197,10 @@ def varlen_attention_forward(
         raise ValueError(f"{NAME} attention needs one packed row with cu_seq_lens_q (VarlenCollator)")
     if dropout:
         raise ValueError(f"{NAME} attention: attention dropout is not supported")
+    if (prefix_keys := kwargs.get("kb_prefix_keys")) is not None:
+        # FastPath.forward's P-Tuning v2 prefix: (layers, 1, Hk, P, D) → this layer's, before the row.
+        key = torch.cat([prefix_keys[module.layer_idx].to(key.dtype), key], dim=2)
+        value = torch.cat([kwargs["kb_prefix_values"][module.layer_idx].to(value.dtype), value], dim=2)
     q, k, v = (t[0].transpose(0, 1) for t in (query, key, value))  # (T, H, D)
     cu_q, max_q = kwargs["cu_seq_lens_q"], kwargs["max_length_q"]
     index = kwargs.get("kb_key_index")

@@ -89,13 +89,21 @@ def test_varlen_collator_prefix_key_index():
             "seq_lens": [3, 2],
         }
     ]
-    batch = VarlenCollator(PAD, token_budget=8, prefix_len=2)(packs)
+    batch = VarlenCollator(PAD, token_budget=8, prefix_len=2, max_length=256)(packs)
     assert batch["input_ids"].tolist() == [[1, 2, 3, 4, 5, PAD, PAD, PAD]]
     assert batch["cu_seq_lens_q"].tolist() == [0, 3, 5, 8] and batch["real_tokens"] == 5
     assert batch["position_ids"].tolist() == [[0, 1, 2, 0, 1, 0, 1, 2]]
     # keys: prefix 0,1 + row tokens at P + start: example 1 → 2,3,4; example 2 → 5,6; padding → 7,8,9
     assert batch["kb_key_index"].tolist() == [0, 1, 2, 3, 4, 0, 1, 5, 6, 0, 1, 7, 8, 9]
     assert batch["cu_seq_lens_k"].tolist() == [0, 5, 9, 14]
+    assert batch["max_length_q"] == 256 and batch["max_length_k"] == 258
+
+
+def test_varlen_collator_cuts_padding_into_segments_no_longer_than_max_length():
+    packs = [{"input_ids": [1, 2], "labels": [-100, 2], "position_ids": [0, 1], "seq_lens": [2]}]
+    batch = VarlenCollator(PAD, token_budget=600, max_length=256)(packs)
+    assert batch["cu_seq_lens_q"].tolist() == [0, 2, 258, 514, 600]
+    assert batch["position_ids"][0, 2:5].tolist() == [0, 1, 2] and batch["position_ids"][0, 514].item() == 0
 
 
 def _llama():
@@ -144,7 +152,7 @@ def _losses(build, method: str, settings: dict, fast: bool, groups) -> list[floa
             batch = VarlenCollator(PAD, budget, prefix)(pack_examples(group, budget))
             labels = batch.pop("labels")
             batch.pop("real_tokens")
-            loss = path.loss(model(**batch), labels)
+            loss = path.loss(path.forward(model, batch), labels)
         else:
             loss = model(**PadCollator(PAD)(group)).loss
         loss.backward()

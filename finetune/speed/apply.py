@@ -17,6 +17,17 @@ from finetune.speed.loss import linear_cross_entropy
 from kb.errors import ConfigError
 
 
+class HiddenStates(nn.Module):
+    """Stands in for the output layer during training: passes hidden states through, keeps the head."""
+
+    def __init__(self, head: nn.Module) -> None:
+        super().__init__()
+        self.head = head
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return hidden
+
+
 def fast_path_active(setting: str, world_size: int = 1) -> bool:
     """`speed.fast_path`: auto = on when CUDA is available; always; never."""
     if setting == "never":
@@ -58,7 +69,7 @@ class FastPath:
         if head is None or head.weight.requires_grad:
             raise ConfigError("speed: the output layer must exist and be frozen (LoRA / P-Tuning v2)")
         varlen.register()
-        self.base, self.head, self.loss_chunk = base, head, loss_chunk
+        self.base, self.loss_chunk = base, loss_chunk
         self.prefix_len = (
             model.peft_config[model.active_adapter].num_virtual_tokens if _prompt_learning(model) else 0
         )
@@ -67,7 +78,8 @@ class FastPath:
         base.config._attn_implementation = varlen.NAME
         base.config.use_cache = False
         # The model returns hidden states where logits were; loss() applies the head chunk by chunk.
-        base.set_output_embeddings(nn.Identity())
+        # The head stays inside the model so that moving the model (Trainer → GPU) moves it too.
+        base.set_output_embeddings(HiddenStates(head))
         self.compiled = False
         if compile and torch.cuda.is_available():
             import torch._dynamo.config as dynamo_config
@@ -98,10 +110,11 @@ class FastPath:
 
     def loss(self, outputs: Any, labels: torch.Tensor, num_items: Any = None) -> torch.Tensor:
         hidden = outputs.logits if hasattr(outputs, "logits") else outputs[0]  # (1, T, h): hidden states
-        return linear_cross_entropy(hidden, self.head.weight, labels, num_items, self.loss_chunk)
+        weight = self.base.get_output_embeddings().head.weight
+        return linear_cross_entropy(hidden, weight, labels, num_items, self.loss_chunk)
 
     def restore(self) -> None:
         """Undo every switch: attention implementation, cache flag and the output layer."""
-        self.base.set_output_embeddings(self.head)
+        self.base.set_output_embeddings(self.base.get_output_embeddings().head)
         self.base.config._attn_implementation = self._attn
         self.base.config.use_cache = self._use_cache

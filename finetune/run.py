@@ -28,8 +28,15 @@ class FinetuneReport:
     def summary(self) -> str:
         r = self.result
         loss = f"{r['final_loss']:.4f}" if r.get("final_loss") is not None else "n/a"
+        skipped = r.get("skipped") or {}
+        skips = (
+            f", {sum(skipped.values())} skipped ({'; '.join(f'{k}: {v}' for k, v in skipped.items())})"
+            if skipped
+            else ""
+        )
         return (
-            f"finetune: {self.name} — {r['steps']} steps, final loss {loss}, "
+            f"finetune: {self.name} — {r.get('train_examples', '?')} examples{skips}, "
+            f"{r['steps']} steps, final loss {loss}, "
             f"{r['tokens_per_s']:.0f} tok/s, peak memory {r['peak_memory_gib']:.1f} GiB → {self.path}"
             + (" (active)" if self.activated else "")
         )

@@ -187,9 +187,13 @@ class Writer:
         self.closed = False
 
     def _clean_stale(self) -> None:
+        """Remove what a crashed writer left: half-built generations and manifest temporaries (only a
+        writer, holding this lock, writes either)."""
         for p in (self.dir / "generations").iterdir():
             if p.name.startswith("."):
                 shutil.rmtree(p, ignore_errors=True)
+        for p in self.dir.glob(".manifest.json.*.tmp"):
+            p.unlink(missing_ok=True)
 
     def file_record(self, source: str) -> FileRecord | None:
         r = self.db.execute("SELECT * FROM files WHERE source = ?", (source,)).fetchone()

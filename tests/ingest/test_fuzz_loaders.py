@@ -24,7 +24,7 @@ from ingest.loaders import load
 from kb.config import IngestConfig
 from kb.errors import LoadError
 from kb.schema import Document
-from tests.ingest.hostile import good_docx, text_pdf
+from tests.ingest.hostile import good_docx
 
 FUZZ_EXAMPLES = int(os.environ.get("KB_FUZZ_EXAMPLES", "60"))
 GUARD_SECONDS = 20  # one example taking this long is a hang

@@ -11,10 +11,7 @@ from __future__ import annotations
 import os
 import random
 import re
-import signal
 import subprocess
-import sys
-import threading
 import time
 from pathlib import Path
 
@@ -22,8 +19,8 @@ from kb.config import load_config
 from kb.embed.hashing import HashingEmbedder
 from kb.retrieve import Retriever
 from kb.store import Store
+from tests.crashing import env, kb_cmd, kill_after, start
 
-ROOT = Path(__file__).resolve().parents[2]
 ITERATIONS = int(os.environ.get("KB_CRASH_ITERATIONS", "10"))
 N_FILES = 20
 KEEP = 2  # ingest.keep_generations
@@ -34,37 +31,12 @@ def _doc(i: int, version: int) -> str:
     return f"# Document {i} version {version}\n\nmarker-{i}-v{version} {body}\n"
 
 
-def _env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(ROOT), "OMP_WAIT_POLICY": "PASSIVE"}
-
-
 def _ingest_cmd(corpus: Path, kb: Path) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "kb.cli",
-        "ingest",
-        str(corpus),
-        "--kb",
-        str(kb),
-        "--set",
-        "embedder.name=hashing",
-    ]
+    return kb_cmd("ingest", str(corpus), "--kb", str(kb), "--set", "embedder.name=hashing")
 
 
 def _start(corpus: Path, kb: Path) -> tuple[subprocess.Popen, float]:
-    """Start `kb ingest`; return it and the time its progress bar appeared (it starts reading)."""
-    proc = subprocess.Popen(
-        _ingest_cmd(corpus, kb), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
-    seen = b""
-    while b"reading" not in seen:
-        byte = proc.stderr.read(1)
-        if not byte:
-            break
-        seen = (seen + byte)[-16:]
-    threading.Thread(target=proc.stderr.read, daemon=True).start()  # drain the rest
-    return proc, time.perf_counter()
+    return start(_ingest_cmd(corpus, kb), b"reading")
 
 
 def _state(store: Store) -> set[tuple[int, int]]:
@@ -93,7 +65,7 @@ def test_kill_9_at_random_points_of_ingest(tmp_path):
     versions = dict.fromkeys(range(N_FILES), 0)
     for i in versions:
         (corpus / f"doc{i}.md").write_text(_doc(i, 0), encoding="utf-8")
-    subprocess.run(_ingest_cmd(corpus, kb), env=_env(), check=True, capture_output=True, timeout=300)
+    subprocess.run(_ingest_cmd(corpus, kb), env=env(), check=True, capture_output=True, timeout=300)
     for i in range(6):
         (corpus / f"doc{i}.md").write_text(_doc(i, 0) + "calibration\n", encoding="utf-8")
     t_start = time.perf_counter()
@@ -122,16 +94,13 @@ def test_kill_9_at_random_points_of_ingest(tmp_path):
         before = Store.open(kb).generation
         if it % 4 == 1:  # from the start, imports included
             proc = subprocess.Popen(
-                _ingest_cmd(corpus, kb), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+                _ingest_cmd(corpus, kb), env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
             )
             delay = rng.uniform(0.0, startup + 1.2 * full)
         else:
             proc, _ = _start(corpus, kb)
             delay = rng.uniform(0.0, full)
-        time.sleep(delay)
-        finished = proc.poll() is not None
-        os.kill(proc.pid, signal.SIGKILL) if not finished else None
-        proc.wait(timeout=60)
+        finished = kill_after(proc, delay)
 
         store = Store.open(kb)  # never an error: the manifest names a complete generation
         gen = store.generation
@@ -155,10 +124,10 @@ def test_kill_9_at_random_points_of_ingest(tmp_path):
         print(f"kill {it}: {delay:.2f}s (work ~{full:.2f}s) → {outcomes[-1]} generation {gen}")
 
         if it % 6 == 0:  # now and then a rerun to completion, as an admin would after a crash
-            subprocess.run(_ingest_cmd(corpus, kb), env=_env(), check=True, capture_output=True, timeout=300)
+            subprocess.run(_ingest_cmd(corpus, kb), env=env(), check=True, capture_output=True, timeout=300)
             committed[Store.open(kb).generation] = expected_new
 
-    subprocess.run(_ingest_cmd(corpus, kb), env=_env(), check=True, capture_output=True, timeout=300)
+    subprocess.run(_ingest_cmd(corpus, kb), env=env(), check=True, capture_output=True, timeout=300)
     store = Store.open(kb)
     assert {(int(f.source[3:-3])) for f in store.files()} == set(versions)
     _, generations, top = _inventory(kb)

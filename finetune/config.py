@@ -69,6 +69,7 @@ class FinetuneConfig:
     gradient_checkpointing: bool = False
     load_in: str = ""  # "" | 8bit | 4bit (needs bitsandbytes and a GPU)
     activate: bool = True  # activate the adapter after training (subject to the gate)
+    keep_unfinished_runs: int = 2  # crashed runs kept in models/.runs/ for --resume; older ones removed
 
     def validate(self) -> None:
         from finetune.methods import METHODS

@@ -110,3 +110,17 @@ def test_upload_names_with_traversal_are_refused(tmp_path):
     assert not (tmp_path / "evil.md").exists() and not any(folder.glob("*")) if folder.exists() else True
     saved = save_upload(folder, "ok.md", b"# ok\n\ntext\n", cfg)
     assert saved.parent == folder and saved.read_bytes().startswith(b"# ok")
+
+
+def test_html_just_under_the_depth_limit_loads(tmp_path):
+    from ingest.loaders import load
+    from kb.config import IngestConfig
+    from kb.errors import FileSkipped
+    from tests.ingest.hostile import deep_html
+
+    limits = IngestConfig()
+    # <html><body> are two levels of the nesting: this page sits exactly at the limit.
+    (doc,) = load(deep_html(tmp_path / "ok.html", limits.max_html_depth - 2), "ok.html", limits)
+    assert doc.text == "buried"
+    with pytest.raises(FileSkipped, match="nested more than"):
+        load(deep_html(tmp_path / "deep.html", limits.max_html_depth - 1), "deep.html", limits)

@@ -107,7 +107,8 @@ def test_upload_names_with_traversal_are_refused(tmp_path):
     for name in ("../evil.md", "..\\evil.md", "a/../../b.md", "..", ".hidden.md", "/etc/passwd.md"):
         with pytest.raises(ValueError):
             save_upload(folder, name, b"# x\n\ntext\n", cfg)
-    assert not (tmp_path / "evil.md").exists() and not any(folder.glob("*")) if folder.exists() else True
+    assert not (tmp_path / "evil.md").exists() and not Path("/etc/passwd.md").exists()
+    assert not folder.exists() or not any(folder.iterdir())
     saved = save_upload(folder, "ok.md", b"# ok\n\ntext\n", cfg)
     assert saved.parent == folder and saved.read_bytes().startswith(b"# ok")
 

@@ -1,9 +1,9 @@
 """`kill -9` of `kb ingest` at many random points: the knowledge base keeps answering from the previous
 generation or the new complete one, a rerun completes, and nothing left behind accumulates.
 
-Seeded and bounded: ITERATIONS kills, most of them timed from the moment the child starts reading
-files (its imports are of no interest) within the time of a calibrated incremental ingest, a quarter from
-its start. `pytest -s` prints where each kill landed (the generation found afterwards).
+Seeded and bounded: ITERATIONS kills spread over the run (one per slice of its duration), most
+timed from the moment the child starts reading files (its imports are of no interest) against a
+calibrated incremental ingest, a quarter from its start. `pytest -s` prints where each kill landed (the generation found afterwards).
 """
 
 from __future__ import annotations
@@ -77,6 +77,10 @@ def test_kill_9_at_random_points_of_ingest(tmp_path):
     per_generation = sum(1 for _ in live.iterdir())  # files in one generation folder
     retriever_cfg = load_config(data={"kb_dir": str(kb), "embedder": {"name": "hashing"}}).retrieval
     rng = random.Random(1234)
+    # Stratified: one kill in each 1/ITERATIONS slice of the run, in shuffled order, so the late
+    # phases (index build, fsync, rename, manifest switch) are hit as surely as the early ones.
+    fractions = [(k + rng.random()) / ITERATIONS for k in range(ITERATIONS)]
+    rng.shuffle(fractions)
     committed = {Store.open(kb).generation: set(versions.items())}
     outcomes = []
     for it in range(1, ITERATIONS + 1):
@@ -97,10 +101,10 @@ def test_kill_9_at_random_points_of_ingest(tmp_path):
             proc = subprocess.Popen(
                 _ingest_cmd(corpus, kb), env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
             )
-            delay = rng.uniform(0.0, startup + 1.2 * full)
+            delay = fractions[it - 1] * (startup + full)
         else:
             proc, _ = _start(corpus, kb)
-            delay = rng.uniform(0.0, full)
+            delay = fractions[it - 1] * full
         finished = kill_after(proc, delay)
 
         store = Store.open(kb)  # never an error: the manifest names a complete generation

@@ -230,7 +230,9 @@ def main() -> None:
         help="kb: tokens per packed row, per targets (keeps peak memory under 80 GiB on the 6-7B shapes)",
     )
     p.add_argument(
-        "--low-memory", action="store_true", help="also run kb LoRA q/v with checkpointing, budget 6144 (the 24 GiB setting)"
+        "--low-memory",
+        action="store_true",
+        help="also run kb LoRA q/v with checkpointing, budget 6144 (the 24 GiB setting)",
     )
     p.add_argument("--max-len", type=int, default=2048, help="longest example")
     p.add_argument("--no-compile", action="store_true")

@@ -31,6 +31,9 @@ class DataSettings:
     max_target_len: int = 256  # tokens of the reply; cut from the right
     packing: bool = False  # pack examples into max_source_len + max_target_len rows (LoRA only)
     strict: bool = False  # a malformed example is an error instead of a counted skip
+    # Longer examples are skipped and counted, before tokenizing (a runaway line costs nothing); shorter
+    # ones over max_source_len/max_target_len tokens are truncated as `finetune.templates.encode` says.
+    max_example_chars: int = 100_000
 
 
 @dataclass
@@ -93,6 +96,7 @@ class FinetuneConfig:
     gradient_checkpointing: bool = False
     load_in: str = ""  # "" | 8bit | 4bit (needs bitsandbytes and a GPU)
     activate: bool = True  # activate the adapter after training (subject to the gate)
+    keep_unfinished_runs: int = 2  # crashed runs kept in models/.runs/ for --resume; older ones removed
 
     def validate(self) -> None:
         from finetune.methods import METHODS

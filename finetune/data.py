@@ -11,9 +11,10 @@ Shapes recognised per record (a JSONL line, or an item of a top-level JSON list)
 - `{"prompt", "response"}` (optional `system`, optional `history`)
 - `{"content", "summary"}` (AdvertiseGen)
 
-Broken JSON and records of an unknown shape are errors (the file itself is wrong); a record whose
-conversation is unusable (bad role, empty content, no assistant turn, turns out of order) is skipped and
-counted in `DataStats`, or is an error when `strict=True`.
+Broken JSON, text that is not UTF-8 and records of an unknown shape are errors naming `file:line` (the
+file itself is wrong); a record whose conversation is unusable (bad role, wrong types, empty content, no
+assistant turn, turns out of order, longer than `max_chars`) is skipped and counted in `DataStats`, or is
+an error when `strict=True`.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ BAD_ROLE = "unknown role"
 EMPTY = "empty content"
 NO_ASSISTANT = "no assistant turn"
 BAD_ORDER = "turns out of order"
+TOO_LONG = "longer than data.max_example_chars"
 
 
 @dataclass
@@ -82,12 +84,19 @@ class _Skip(Exception):
 
 def _records(path: Path) -> Iterator[tuple[int, str, Any]]:
     """Yield (number, where, record): the line number in JSONL, the 1-based item index in a JSON list."""
-    text = path.read_text(encoding="utf-8-sig")
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise DataError(f"{path}:{line}: not UTF-8 text (byte 0x{raw[exc.start]:02x})") from None
     if text.lstrip().startswith("["):
         try:
             items = json.loads(text)
         except json.JSONDecodeError as exc:
             raise DataError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from exc
+        except RecursionError:
+            raise DataError(f"{path}: not valid JSON (nested too deeply)") from None
         for n, item in enumerate(items, start=1):
             yield n, f"{path}: item {n}", item
         return
@@ -95,9 +104,12 @@ def _records(path: Path) -> Iterator[tuple[int, str, Any]]:
         if not line.strip():
             continue
         try:
-            yield lineno, f"{path}:{lineno}", json.loads(line)
+            record = json.loads(line)
         except json.JSONDecodeError as exc:
             raise DataError(f"{path}:{lineno}: not valid JSON ({exc.msg} at column {exc.colno})") from exc
+        except RecursionError:
+            raise DataError(f"{path}:{lineno}: not valid JSON (nested too deeply)") from None
+        yield lineno, f"{path}:{lineno}", record
 
 
 def _history(record: dict, where: str) -> Conversation:
@@ -187,11 +199,21 @@ def _check(conv: Conversation) -> None:
             raise _Skip(BAD_ORDER, f"{a} followed by {b} in roles {roles}")
 
 
-def read_examples(path: str | Path, strict: bool = False) -> tuple[list[Conversation], DataStats]:
+def _check_length(conv: Conversation, max_chars: int | None) -> None:
+    if max_chars:
+        n = sum(len(m["content"]) for m in conv)
+        if n > max_chars:
+            raise _Skip(TOO_LONG, f"{n} characters (limit {max_chars})")
+
+
+def read_examples(
+    path: str | Path, strict: bool = False, max_chars: int | None = None
+) -> tuple[list[Conversation], DataStats]:
     """Read a JSONL file (or a JSON list) of training examples as conversations.
 
-    Broken JSON or an unknown record shape raises DataError naming `file:line`. Unusable conversations are
-    skipped and counted in the returned DataStats; with `strict=True` the first one raises DataError.
+    Broken JSON, non-UTF-8 text or an unknown record shape raises DataError naming `file:line`. Unusable
+    conversations (and those over `max_chars` characters) are skipped and counted in the returned
+    DataStats; with `strict=True` the first one raises DataError.
     """
     path = Path(path)
     stats = DataStats(path=str(path))
@@ -201,6 +223,7 @@ def read_examples(path: str | Path, strict: bool = False) -> tuple[list[Conversa
         try:
             conv = _to_conversation(record, where)
             _check(conv)
+            _check_length(conv, max_chars)
         except _Skip as skip:
             if strict:
                 raise DataError(f"{where}: {skip}") from None

@@ -6,6 +6,7 @@ the run under models/.runs/<name>/ where `--resume` continues it.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import shutil
 import time
@@ -28,8 +29,15 @@ class FinetuneReport:
     def summary(self) -> str:
         r = self.result
         loss = f"{r['final_loss']:.4f}" if r.get("final_loss") is not None else "n/a"
+        skipped = r.get("skipped") or {}
+        skips = (
+            f", {sum(skipped.values())} skipped ({'; '.join(f'{k}: {v}' for k, v in skipped.items())})"
+            if skipped
+            else ""
+        )
         return (
-            f"finetune: {self.name} — {r['steps']} steps, final loss {loss}, "
+            f"finetune: {self.name} — {r.get('train_examples', '?')} examples{skips}, "
+            f"{r['steps']} steps, final loss {loss}, "
             f"{r['tokens_per_s']:.0f} tok/s, peak memory {r['peak_memory_gib']:.1f} GiB → {self.path}"
             + (" (active)" if self.activated else "")
         )
@@ -38,8 +46,6 @@ class FinetuneReport:
 def finetune(
     cfg: FinetuneConfig, *, resume: bool = False, verbose: bool = False, progress: bool = True
 ) -> FinetuneReport:
-    from finetune.train import data_paths, file_sha256
-
     registry = Registry(cfg.kb_dir)
     name = cfg.name
     if resume and not name:
@@ -51,6 +57,31 @@ def finetune(
         raise ModelError(f"adapter {name!r} already exists in {registry.root}; choose another name")
     run_dir = registry.run_dir(name)
     run_dir.mkdir(parents=True, exist_ok=True)
+    lock = open(run_dir / "run.lock", "a")  # noqa: SIM115 - held while this run trains
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        raise ModelError(f"run {name!r} is training in another process; wait for it") from None
+    try:
+        return _run(cfg, registry, name, run_dir, resume=resume, verbose=verbose, progress=progress)
+    finally:
+        lock.close()  # closing releases the flock
+
+
+def _run(
+    cfg: FinetuneConfig,
+    registry: Registry,
+    name: str,
+    run_dir: Path,
+    *,
+    resume: bool,
+    verbose: bool,
+    progress: bool,
+) -> FinetuneReport:
+    from finetune.train import data_paths, file_sha256
+
+    registry.prune_runs(cfg.keep_unfinished_runs, current=name)
     cfg.dump(run_dir / "train_config.yaml")  # the resolved config, beside the run's outputs
     train_path, val_path = data_paths(cfg)
 

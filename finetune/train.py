@@ -11,6 +11,7 @@ import json
 import os
 import random
 import resource
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -109,7 +110,7 @@ def encode_file(
     from finetune.data import read_examples
     from finetune.templates import encode
 
-    convs, stats = read_examples(path, strict=cfg.data.strict)
+    convs, stats = read_examples(path, strict=cfg.data.strict, max_chars=cfg.data.max_example_chars)
     out, skipped = [], dict(stats.skipped)
     for i, conv in enumerate(convs):
         try:
@@ -280,12 +281,22 @@ def build_trainer(
 
 
 def _last_checkpoint(path: Path) -> Path | None:
+    """The newest complete checkpoint. The Trainer writes trainer_state.json last, so a checkpoint
+    without a readable one was cut off by a crash; it is removed (resuming from it would fail)."""
     if not path.is_dir():
         return None
-    ckpts = [
-        p for p in path.iterdir() if p.name.startswith("checkpoint-") and p.name.split("-")[-1].isdigit()
-    ]
-    return max(ckpts, key=lambda p: int(p.name.split("-")[-1])) if ckpts else None
+    ckpts = sorted(
+        (p for p in path.iterdir() if p.name.startswith("checkpoint-") and p.name.split("-")[-1].isdigit()),
+        key=lambda p: int(p.name.split("-")[-1]),
+        reverse=True,
+    )
+    for ckpt in ckpts:
+        try:
+            json.loads((ckpt / "trainer_state.json").read_text(encoding="utf-8"))
+            return ckpt
+        except (OSError, ValueError):
+            shutil.rmtree(ckpt, ignore_errors=True)
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,7 +2,9 @@
 
 Unchanged files (same sha256 as in the live generation) are never loaded or embedded again.
 A file that fails to load is reported and skipped; if an earlier version of it is in the knowledge
-base, that version stays (nothing is lost to a bad upload).
+base, that version stays (nothing is lost to a bad upload). Files left out on purpose (over an
+ingest.max_* limit, empty, scans without text, password-protected PDFs, symbolic links) are
+`skipped`; files that are broken (corrupt, binary, undecodable) are `failed`. Both carry the reason.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from tqdm import tqdm
 
 from kb.config import Config
 from kb.embed.base import Embedder
-from kb.errors import KBError, LoadError
+from kb.errors import FileSkipped, LoadError
 from kb.keyword import tokenize
 from kb.schema import Chunk
 from kb.store import FileRecord, Writer
@@ -33,7 +35,8 @@ class IngestReport:
     updated: int = 0
     deleted: int = 0
     unchanged: int = 0
-    failed: list[tuple[str, str]] = field(default_factory=list)  # (source, reason)
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (source, reason): broken files
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (source, reason): left out on purpose
     chunks: int = 0  # chunks in the knowledge base after this ingest
     embedded: int = 0  # chunks embedded by this ingest
     seconds: float = 0.0
@@ -46,6 +49,7 @@ class IngestReport:
             "deleted": self.deleted,
             "unchanged": self.unchanged,
             "failed": len(self.failed),
+            "skipped": len(self.skipped),
             "chunks": self.chunks,
             "seconds": round(self.seconds, 3),
         }
@@ -53,7 +57,7 @@ class IngestReport:
     def summary(self) -> str:
         return (
             f"ingest: {self.added} added, {self.updated} updated, {self.deleted} deleted, "
-            f"{self.unchanged} unchanged, {len(self.failed)} failed; {self.chunks} chunks "
+            f"{self.unchanged} unchanged, {len(self.skipped)} skipped, {len(self.failed)} failed; {self.chunks} chunks "
             f"({self.embedded} embedded) in {self.seconds:.1f}s, generation {self.generation}"
         )
 
@@ -141,7 +145,7 @@ def ingest(
     t0 = time.perf_counter()
     report = IngestReport()
     files, skipped = scan(paths, cfg)
-    report.failed.extend(skipped)
+    report.skipped.extend(skipped)
     kb_dir = Path(cfg.kb_dir)
     old = read_manifest(kb_dir)
     chosen = {"name": cfg.embedder.name, "model": cfg.embedder.model}
@@ -167,7 +171,7 @@ def ingest(
             try:
                 size = path.stat().st_size
                 if size > limit:
-                    raise LoadError(
+                    raise FileSkipped(
                         source, f"{size / 2**20:.1f} MB is over ingest.max_file_mb={cfg.ingest.max_file_mb}"
                     )
                 sha = _sha256(path)
@@ -175,16 +179,19 @@ def ingest(
                 if previous is not None and previous.sha256 == sha:
                     report.unchanged += 1
                     continue
-                chunks = chunk_documents(load(path, source), cfg.chunk)
+                chunks = chunk_documents(load(path, source, cfg.ingest), cfg.chunk)
                 if not chunks:
                     raise LoadError(source, "no text found")
+            except FileSkipped as e:
+                report.skipped.append((source, e.reason))
+                continue
             except LoadError as e:
                 report.failed.append((source, e.reason))
                 continue
             except OSError as e:
                 report.failed.append((source, f"cannot read: {e.strerror or e}"))
                 continue
-            except (KBError, ValueError, RuntimeError) as e:  # a loader bug must not stop the rest
+            except Exception as e:  # noqa: BLE001 - a loader bug must not stop the rest; it is reported
                 report.failed.append((source, f"{type(e).__name__}: {e}"))
                 continue
             record = FileRecord(source, sha, size, len(chunks), time.time())

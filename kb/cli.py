@@ -140,8 +140,10 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
     cfg = config_from_args(args)
     report = ingest(args.paths, cfg, lambda: get_embedder(cfg.embedder), delete_missing=not args.keep_missing)
-    for source, reason in report.failed:
+    for source, reason in report.skipped:
         print(f"skipped {source}: {reason}", file=sys.stderr)
+    for source, reason in report.failed:
+        print(f"failed {source}: {reason}", file=sys.stderr)
     print(json.dumps(report.to_json()) if args.json else report.summary())
     return 0
 

@@ -39,6 +39,10 @@ class IngestConfig:
         default_factory=lambda: [".pdf", ".docx", ".html", ".htm", ".md", ".markdown", ".txt"]
     )
     max_file_mb: float = 50.0  # larger files are skipped with a message
+    # Limits that bound the time and memory one hostile file can cost; over them the file is skipped.
+    max_unpacked_mb: float = 200.0  # DOCX: declared uncompressed size of the zip (zip bombs)
+    max_html_depth: int = 512  # HTML element nesting (real pages stay below ~100; parsing is recursive)
+    max_pdf_pages: int = 5000  # pages read from one PDF (a few bytes each can declare millions)
     follow_symlinks: bool = False  # links pointing outside the ingested root are never followed
     keep_generations: int = 2  # committed generations kept on disk (the live one included)
 

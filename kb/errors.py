@@ -18,6 +18,12 @@ class LoadError(KBError):
         self.reason = reason
 
 
+class FileSkipped(LoadError):
+    """A file left out on purpose: over a configured limit (ingest.max_*), empty, a scan without a text
+    layer, password-protected, or a link not followed. The file is not broken; ingest reports it as
+    skipped rather than failed."""
+
+
 class StoreError(KBError):
     """The knowledge base directory is missing, locked, or inconsistent."""
 

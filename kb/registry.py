@@ -4,7 +4,8 @@
                               train_config.yaml (resolved), meta.json (method, base model, data hash,
                               metrics, gate decision), curve.jsonl (training log)
     models/active.json        {"active": "<name>" | null}
-    models/.runs/<name>/      checkpoints of a run in progress (for --resume)
+    models/.runs/<name>/      checkpoints of a run in progress (for --resume); run.lock is held
+                              (flock) while it trains
 
 An adapter appears under models/ only once complete (built in .runs/, renamed in), so a crash
 mid-training never leaves a half-written adapter in the list.
@@ -12,8 +13,10 @@ mid-training never leaves a half-written adapter in the list.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import re
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -111,6 +114,28 @@ class Registry:
         cands = [p for p in runs.iterdir() if p.is_dir() and not (self.root / p.name).exists()]
         return max(cands, key=lambda p: p.stat().st_mtime).name if cands else None
 
+    def prune_runs(self, keep: int, current: str = "") -> list[str]:
+        """Remove what crashed runs left in .runs/: folders of runs already published (a crash after
+        the rename), and unfinished runs beyond the `keep` most recent. Runs that are training (their
+        run.lock is held) and `current` are never touched. Returns the names removed."""
+        runs = self.root / ".runs"
+        if not runs.is_dir():
+            return []
+        removed, unfinished = [], []
+        for p in runs.iterdir():
+            if not p.is_dir() or p.name == current or _training(p):
+                continue
+            if (self.root / p.name).exists():
+                shutil.rmtree(p, ignore_errors=True)
+                removed.append(p.name)
+            else:
+                unfinished.append(p)
+        unfinished.sort(key=lambda p: p.stat().st_mtime, reverse=True)
+        for p in unfinished[max(keep, 0) :]:
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p.name)
+        return removed
+
     def publish(self, name: str, adapter_dir: Path, meta: dict[str, Any]) -> AdapterInfo:
         """Move a finished adapter directory into the registry under `name`."""
         final = self.root / name
@@ -127,3 +152,17 @@ class Registry:
         a = self.get(name)
         meta = {**self._meta(a.path), **changes}
         atomic_write_text(a.path / "meta.json", json.dumps(meta, ensure_ascii=False, indent=2))
+
+
+def _training(run_dir: Path) -> bool:
+    """True while a `kb finetune` process holds the run's lock."""
+    lock = run_dir / "run.lock"
+    if not lock.exists():
+        return False
+    with open(lock, "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(f, fcntl.LOCK_UN)
+    return False

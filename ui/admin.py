@@ -157,7 +157,7 @@ def _ingest(cfg: Config) -> bool:
         st.error(t("ingest_failed", error=job.error))
     elif job is not None and job.report is not None:
         st.success(t("ingest_done", summary=job.report.summary()))
-        for source, reason in job.report.failed:
+        for source, reason in job.report.skipped + job.report.failed:
             st.caption(t("skipped_file", source=source, reason=reason))
     return busy
 

@@ -19,12 +19,14 @@ from docx.table import Table
 from docx.text.paragraph import Paragraph
 
 from ingest.clean import mark_headings, normalize_text
-from kb.errors import LoadError
+from kb.config import IngestConfig
+from kb.errors import FileSkipped, LoadError
 from kb.schema import Document
 
 # Zip bomb guard, checked on the declared sizes before anything is decompressed. zipfile never
 # inflates an entry beyond its declared size, so these bound the memory python-docx can use.
-MAX_UNCOMPRESSED = 200 * 1024 * 1024
+# The total is ingest.max_unpacked_mb when the pipeline passes its limits.
+MAX_UNCOMPRESSED = int(IngestConfig().max_unpacked_mb * 1024 * 1024)
 MAX_RATIO = 100  # XML compresses ~10-20x; 100x+ on a large entry is a crafted file
 RATIO_MIN_SIZE = 10 * 1024 * 1024  # small entries may legitimately compress very well
 MAX_ENTRIES = 10_000
@@ -33,8 +35,10 @@ _HEADING_STYLE = re.compile(r"^(?:heading|标题)\s*([1-9])$", re.IGNORECASE)
 _TOC_STYLE = re.compile(r"^(?:toc|目录)\s*\d", re.IGNORECASE)
 
 
-def check_zip(path: Path) -> None:
-    """Raise LoadError unless path is a zip that looks like a DOCX and is safe to decompress."""
+def check_zip(path: Path, max_unpacked: int | None = None) -> None:
+    """Raise LoadError unless path is a zip that looks like a DOCX and is safe to decompress
+    (FileSkipped when it is over the size limits: max_unpacked bytes, MAX_UNCOMPRESSED by default)."""
+    limit = MAX_UNCOMPRESSED if max_unpacked is None else max_unpacked
     if not zipfile.is_zipfile(path):
         raise LoadError(str(path), "not a valid DOCX: not a zip archive (an old binary .doc, or damaged)")
     try:
@@ -43,17 +47,18 @@ def check_zip(path: Path) -> None:
     except (zipfile.BadZipFile, OSError) as e:
         raise LoadError(str(path), f"not a valid DOCX: damaged zip archive ({e})") from e
     if len(infos) > MAX_ENTRIES:
-        raise LoadError(str(path), f"refused: {len(infos)} zip entries (limit {MAX_ENTRIES}), a zip bomb?")
+        raise FileSkipped(str(path), f"refused: {len(infos)} zip entries (limit {MAX_ENTRIES}), a zip bomb?")
     total = sum(i.file_size for i in infos)
-    if total > MAX_UNCOMPRESSED:
-        raise LoadError(
+    if total > limit:
+        raise FileSkipped(
             str(path),
-            f"refused: unpacks to {total / 2**20:.0f} MB (limit {MAX_UNCOMPRESSED / 2**20:.0f} MB), a zip bomb?",
+            f"refused: unpacks to {total / 2**20:.0f} MB (limit {limit / 2**20:.0f} MB, "
+            "ingest.max_unpacked_mb), a zip bomb?",
         )
     for info in infos:
         ratio = info.file_size / max(info.compress_size, 1)
         if info.file_size > RATIO_MIN_SIZE and ratio > MAX_RATIO:
-            raise LoadError(
+            raise FileSkipped(
                 str(path),
                 f"refused: zip entry {info.filename} has compression ratio {ratio:.0f}:1, a zip bomb?",
             )
@@ -148,10 +153,10 @@ def _blocks(document: DocxDocument) -> list[str]:
     return blocks
 
 
-def load_docx(path: Path, source: str) -> list[Document]:
+def load_docx(path: Path, source: str, *, limits: IngestConfig | None = None) -> list[Document]:
     if path.stat().st_size == 0:
-        raise LoadError(str(path), "empty file")
-    check_zip(path)
+        raise FileSkipped(str(path), "empty file")
+    check_zip(path, int(limits.max_unpacked_mb * 1024 * 1024) if limits else None)
     try:
         document = docx.Document(str(path))
     except Exception as e:  # python-docx raises many types (KeyError, lxml errors, ValueError) on bad parts

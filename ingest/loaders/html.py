@@ -6,10 +6,12 @@ import re
 from pathlib import Path
 
 from bs4 import BeautifulSoup, Comment, Doctype, NavigableString, ProcessingInstruction, Tag
+from lxml import etree
 
 from ingest.clean import normalize_text
 from ingest.loaders.text import decode_bytes, read_bytes
-from kb.errors import LoadError
+from kb.config import IngestConfig
+from kb.errors import FileSkipped, LoadError
 from kb.schema import Document
 
 # Never content, wherever they are.
@@ -166,10 +168,56 @@ def _last_filled(lines: list[str], i: int, step: int) -> str:
     return lines[i] if 0 <= i < len(lines) else ""
 
 
-def load_html(path: Path, source: str) -> list[Document]:
+class _TooDeep(Exception):
+    pass
+
+
+class _DepthProbe:
+    """lxml parser target that only tracks element nesting, stopping as soon as it passes the limit."""
+
+    def __init__(self, limit: int):
+        self.limit, self.depth, self.deepest = limit, 0, 0
+
+    def start(self, tag: str, attrib: dict) -> None:
+        self.depth += 1
+        if self.depth > self.deepest:
+            self.deepest = self.depth
+            if self.deepest > self.limit:
+                raise _TooDeep
+
+    def end(self, tag: str) -> None:
+        self.depth -= 1
+
+    def data(self, text: str) -> None:
+        pass
+
+    def close(self) -> int:
+        return self.deepest
+
+
+def check_depth(markup: str, path: str, limit: int) -> None:
+    """Raise FileSkipped when elements nest deeper than `limit`, as the HTML parser (with its implicit
+    closing of <p>, <li>, ...) sees them. Checked before BeautifulSoup builds the tree: its parsing
+    slows down sharply with depth (100 000 nested <div> in 1 MB never finished) and rendering below
+    is recursive. One pass of lxml's C parser with no tree costs milliseconds per megabyte."""
+    parser = etree.HTMLParser(target=_DepthProbe(limit), recover=True)
+    try:
+        parser.feed(markup)
+        parser.close()
+    except _TooDeep:
+        raise FileSkipped(
+            path, f"elements nested more than {limit} levels deep (ingest.max_html_depth)"
+        ) from None
+    except etree.LxmlError as e:  # recover=True makes this rare; BeautifulSoup would choke as well
+        raise LoadError(path, f"unparsable HTML: {e}") from e
+
+
+def load_html(path: Path, source: str, *, limits: IngestConfig | None = None) -> list[Document]:
+    limits = limits or IngestConfig()
     data = read_bytes(path)
     declared = _META_CHARSET.search(data[:4096])
     markup, encoding = decode_bytes(data, str(path), declared.group(1).decode("ascii") if declared else None)
+    check_depth(markup, str(path), limits.max_html_depth)
     text, title = html_to_text(markup)
     text = normalize_text(text)
     if not text:

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from ingest.clean import normalize_text
 from ingest.loaders.text import read_text
-from kb.errors import LoadError
+from kb.config import IngestConfig
+from kb.errors import FileSkipped
 from kb.schema import Document
 
 # YAML ('---') or TOML ('+++') front matter at the very top.
@@ -47,12 +48,12 @@ def _setext_to_atx(text: str) -> str:
     return "\n".join(out)
 
 
-def load_markdown(path: Path, source: str) -> list[Document]:
+def load_markdown(path: Path, source: str, *, limits: IngestConfig | None = None) -> list[Document]:
     raw, encoding = read_text(path)
     body, title = strip_front_matter(raw.lstrip("\ufeff"))
     text = normalize_text(_setext_to_atx(body.replace("\r\n", "\n")))
     if not text:
-        raise LoadError(str(path), "empty file (nothing after the front matter)")
+        raise FileSkipped(str(path), "empty file (nothing after the front matter)")
     return [
         Document(text=text, source=source, meta={"format": "markdown", "encoding": encoding, "title": title})
     ]

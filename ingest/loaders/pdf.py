@@ -9,7 +9,8 @@ from pypdf import PdfReader
 from pypdf.errors import DependencyError, FileNotDecryptedError, PdfReadError, PdfStreamError
 
 from ingest.clean import normalize_text, repair_pdf_page, strip_page_furniture
-from kb.errors import LoadError
+from kb.config import IngestConfig
+from kb.errors import FileSkipped, LoadError
 from kb.schema import Document
 
 # Fewer visible characters than this per page on average: the text layer is missing or only page
@@ -34,19 +35,21 @@ def _open(path: Path) -> PdfReader:
         except (PdfReadError, ValueError, NotImplementedError) as e:
             raise LoadError(str(path), f"encrypted PDF with an unsupported scheme: {e}") from e
         if not opened:
-            raise LoadError(str(path), "encrypted PDF: a password is required")
+            raise FileSkipped(str(path), "encrypted PDF: a password is required")
     return reader
 
 
-def _page_texts(path: Path, reader: PdfReader) -> list[str]:
+def _page_texts(path: Path, reader: PdfReader, max_pages: int) -> list[str]:
     try:
         pages = list(reader.pages)
     except FileNotDecryptedError as e:
-        raise LoadError(str(path), "encrypted PDF: a password is required") from e
+        raise FileSkipped(str(path), "encrypted PDF: a password is required") from e
     except (PdfReadError, PdfStreamError, ValueError, KeyError, TypeError, AttributeError) as e:
         raise LoadError(str(path), f"corrupt or truncated PDF: cannot read its page tree ({e})") from e
     if not pages:
         raise LoadError(str(path), "corrupt or truncated PDF: no pages")
+    if len(pages) > max_pages:
+        raise FileSkipped(str(path), f"{len(pages)} pages is over ingest.max_pdf_pages={max_pages}")
     texts = []
     for number, page in enumerate(pages, start=1):
         try:
@@ -58,14 +61,15 @@ def _page_texts(path: Path, reader: PdfReader) -> list[str]:
     return texts
 
 
-def load_pdf(path: Path, source: str) -> list[Document]:
+def load_pdf(path: Path, source: str, *, limits: IngestConfig | None = None) -> list[Document]:
+    limits = limits or IngestConfig()
     if path.stat().st_size == 0:
-        raise LoadError(str(path), "empty file")
+        raise FileSkipped(str(path), "empty file")
     reader = _open(path)
-    raw = [normalize_text(t) for t in _page_texts(path, reader)]
+    raw = [normalize_text(t) for t in _page_texts(path, reader, limits.max_pdf_pages)]
     visible = sum(len("".join(t.split())) for t in raw)
     if visible < MIN_CHARS_PER_PAGE * len(raw):
-        raise LoadError(str(path), "no text layer (scanned?); OCR is not supported")
+        raise FileSkipped(str(path), "no text layer (scanned?); OCR is not supported")
     pages = [repair_pdf_page(t) for t in strip_page_furniture(raw)]
     docs = []
     # Heading path in effect at the top of each page, carried over from '#' lines on earlier pages.

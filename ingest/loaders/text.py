@@ -9,7 +9,8 @@ from pathlib import Path
 from charset_normalizer import from_bytes
 
 from ingest.clean import mark_headings, normalize_text
-from kb.errors import LoadError
+from kb.config import IngestConfig
+from kb.errors import FileSkipped, LoadError
 from kb.schema import Document
 
 _BOMS = (
@@ -126,7 +127,7 @@ def read_bytes(path: Path) -> bytes:
     except OSError as e:
         raise LoadError(str(path), f"cannot read: {e.strerror or e}") from e
     if not data.strip():
-        raise LoadError(str(path), "empty file")
+        raise FileSkipped(str(path), "empty file")
     return data
 
 
@@ -135,10 +136,10 @@ def read_text(path: Path, declared: str | None = None) -> tuple[str, str]:
     return decode_bytes(read_bytes(path), str(path), declared)
 
 
-def load_text(path: Path, source: str) -> list[Document]:
+def load_text(path: Path, source: str, *, limits: IngestConfig | None = None) -> list[Document]:
     text, encoding = read_text(path)
     # Standalone '第一章 …' / '一、…' lines become '#' headings so that chunks get heading paths.
     text = mark_headings(normalize_text(text))
     if not text:
-        raise LoadError(str(path), "empty file (only whitespace after decoding)")
+        raise FileSkipped(str(path), "empty file (only whitespace after decoding)")
     return [Document(text=text, source=source, meta={"format": "txt", "encoding": encoding})]

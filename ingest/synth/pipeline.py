@@ -173,6 +173,9 @@ def write_outputs(
     report: SynthReport,
 ) -> None:
     """Split pairs by document, build the RAFT conversations and write the three output files."""
+    for name in ("train.jsonl", "validation.jsonl", "validation_qa.jsonl", "config.yaml", "report.json"):
+        for tmp in out_dir.glob(f".{name}.*.tmp"):  # left by a run killed mid-write
+            tmp.unlink(missing_ok=True)
     chunks = store.iter_chunks()
     by_id = {c.id: c for c in chunks}
     distractors = Distractors(chunks, _vectors(store, chunks))

@@ -39,6 +39,8 @@ class SynthState:
         except BlockingIOError:
             self._lock.close()
             raise StoreError(f"another synthesis is running on {self.dir.parent}; wait for it") from None
+        for tmp in self.dir.glob(".*.tmp"):  # temporaries of a run killed mid-write (we hold the lock)
+            tmp.unlink(missing_ok=True)
         self.load()
         return self
 

@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import sqlite3
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,16 +69,31 @@ def _row_to_chunk(r: tuple) -> Chunk:
 _CHUNK_COLS = 'row, id, source, page, headings, start, "end", hash, text'
 
 
+@dataclass(frozen=True)
+class _Snapshot:
+    """Everything a reader needs from one committed generation, swapped as a whole."""
+
+    generation: int
+    manifest: dict[str, Any]
+    db: sqlite3.Connection
+    index: Any  # faiss.Index
+    keyword: BM25Index
+
+
 class Store:
-    """Read-only view of one committed generation. Cheap to keep open; `refresh()` follows the live one."""
+    """Read-only view of one committed generation. Cheap to keep open; `refresh()` follows the live one.
+
+    Thread-safe: a thread keeps reading the generation it last refreshed to (its pinned snapshot)
+    until it calls `refresh()` itself, so a search never mixes two generations when another thread
+    switches meanwhile. Snapshots are shared between threads (loaded once per generation); an old
+    one is closed when no thread holds it any more. SQLite connections are opened read-only and used
+    from several threads (SQLite's default serialized mode)."""
 
     def __init__(self, kb_dir: str | os.PathLike):
         self.dir = Path(kb_dir)
-        self.generation: int | None = None
-        self.manifest: dict[str, Any] = {}
-        self._db: sqlite3.Connection | None = None
-        self._index = None
-        self.keyword: BM25Index | None = None
+        self._latest: _Snapshot | None = None
+        self._local = threading.local()
+        self._load_lock = threading.Lock()
 
     @classmethod
     def open(cls, kb_dir: str | os.PathLike) -> Store:
@@ -85,30 +101,74 @@ class Store:
         store.refresh()
         return store
 
+    @property
+    def _snap(self) -> _Snapshot | None:
+        snap = getattr(self._local, "snap", None)
+        if snap is None:
+            snap = self._local.snap = self._latest
+        return snap
+
+    @property
+    def generation(self) -> int | None:
+        return self._snap.generation if self._snap else None
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        return self._snap.manifest if self._snap else {}
+
+    @property
+    def keyword(self) -> BM25Index | None:
+        return self._snap.keyword if self._snap else None
+
+    @property
+    def _index(self) -> Any:
+        return self._snap.index if self._snap else None
+
     def refresh(self) -> bool:
-        """Switch to the live generation if it changed; True when it did."""
-        manifest = read_manifest(self.dir)
-        if not manifest or manifest.get("live") is None:
-            raise EmptyKnowledgeBase(f"no knowledge base at {self.dir}: run `kb ingest PATH` first")
-        if manifest["live"] == self.generation:
-            return False
+        """Switch this thread to the live generation if it changed; True when it did."""
+        for attempt in range(3):
+            manifest = read_manifest(self.dir)
+            if not manifest or manifest.get("live") is None:
+                raise EmptyKnowledgeBase(f"no knowledge base at {self.dir}: run `kb ingest PATH` first")
+            live = manifest["live"]
+            mine = self._snap
+            if mine is not None and mine.generation == live:
+                return False
+            with self._load_lock:
+                latest = self._latest
+                if latest is None or latest.generation < live:
+                    try:
+                        latest = self._load(manifest)
+                    except StoreError:
+                        # Two commits since the manifest was read pruned this generation: read it again.
+                        if attempt == 2 or read_manifest(self.dir) == manifest:
+                            raise
+                        continue
+                    self._latest = latest
+            self._local.snap = latest
+            return mine is None or latest.generation != mine.generation
+        return False
+
+    def _load(self, manifest: dict[str, Any]) -> _Snapshot:
         import faiss
 
         gen_dir = self.dir / "generations" / str(manifest["live"])
         if not gen_dir.is_dir():
             raise StoreError(f"{self.dir}: manifest names generation {manifest['live']}, which is missing")
-        db = sqlite3.connect(f"file:{gen_dir / 'chunks.sqlite'}?mode=ro", uri=True, check_same_thread=False)
-        self._index = faiss.read_index(str(gen_dir / "index.faiss"))
-        self.keyword = BM25Index.load(gen_dir)
-        if self._db is not None:
-            self._db.close()
-        self._db, self.manifest, self.generation = db, manifest, manifest["live"]
-        return True
+        try:
+            db = sqlite3.connect(
+                f"file:{gen_dir / 'chunks.sqlite'}?mode=ro", uri=True, check_same_thread=False
+            )
+            index = faiss.read_index(str(gen_dir / "index.faiss"))
+            keyword = BM25Index.load(gen_dir)
+        except (sqlite3.Error, RuntimeError, OSError) as e:  # faiss raises RuntimeError
+            raise StoreError(f"{gen_dir}: cannot open generation {manifest['live']}: {e}") from e
+        return _Snapshot(manifest["live"], manifest, db, index, keyword)
 
     @property
     def db(self) -> sqlite3.Connection:
-        assert self._db is not None
-        return self._db
+        assert self._snap is not None
+        return self._snap.db
 
     def __len__(self) -> int:
         return int(self._index.ntotal) if self._index is not None else 0
@@ -187,9 +247,13 @@ class Writer:
         self.closed = False
 
     def _clean_stale(self) -> None:
+        """Remove what a crashed writer left: half-built generations and manifest temporaries (only a
+        writer, holding this lock, writes either)."""
         for p in (self.dir / "generations").iterdir():
             if p.name.startswith("."):
                 shutil.rmtree(p, ignore_errors=True)
+        for p in self.dir.glob(".manifest.json.*.tmp"):
+            p.unlink(missing_ok=True)
 
     def file_record(self, source: str) -> FileRecord | None:
         r = self.db.execute("SELECT * FROM files WHERE source = ?", (source,)).fetchone()

@@ -39,7 +39,16 @@ def test_first_ingest_then_unchanged_embeds_nothing(corpus, cfg):
     r2 = ingest([corpus], cfg, emb, progress=False)
     assert (r2.added, r2.updated, r2.deleted, r2.unchanged) == (0, 0, 0, 3)
     assert emb.embedded == r1.chunks and r2.generation == gen  # no re-embedding, no new generation
-    assert set(r2.to_json()) == {"added", "updated", "deleted", "unchanged", "failed", "chunks", "seconds"}
+    assert set(r2.to_json()) == {
+        "added",
+        "updated",
+        "deleted",
+        "unchanged",
+        "failed",
+        "skipped",
+        "chunks",
+        "seconds",
+    }
 
 
 def test_add_update_delete(corpus, cfg):
@@ -66,8 +75,9 @@ def test_bad_file_is_reported_and_rest_ingests(corpus, cfg):
     (corpus / "broken.pdf").write_bytes(b"%PDF-1.4 this is not really a pdf")
     (corpus / "empty.txt").write_bytes(b"")
     r = ingest([corpus], cfg, HashingEmbedder(), progress=False)
-    failed = dict(r.failed)
-    assert set(failed) == {"broken.pdf", "empty.txt"} and all(failed.values())
+    failed, skipped = dict(r.failed), dict(r.skipped)
+    assert set(failed) == {"broken.pdf"} and "corrupt or truncated PDF" in failed["broken.pdf"]
+    assert skipped == {"empty.txt": "empty file"}
     assert r.added == 3
 
 

@@ -77,6 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--resume", action="store_true", help="continue the last unfinished run from its checkpoint"
     )
     p.add_argument("--no-activate", action="store_true", help="publish the adapter without activating it")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="activate the adapter even if the evaluation gate finds a regression",
+    )
     p.add_argument("--verbose", action="store_true", help="print token → label for the first example")
     p.add_argument(
         "--finetune-config", dest="ft_config", help="fine-tuning YAML (finetune/configs/*.yaml or a path)"

@@ -52,10 +52,16 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         overrides.append("activate=false")
     ft_sets = [s.removeprefix("finetune.") for s in args.set if s.startswith("finetune.")]
     cfg = load_finetune_config(args.ft_config, overrides + ft_sets)
-    report = finetune(cfg, resume=args.resume, verbose=args.verbose)
+    report = finetune(cfg, resume=args.resume, verbose=args.verbose, kb_cfg=kb_cfg, force=args.force)
     print(
         json.dumps(
-            {"name": report.name, "path": str(report.path), "activated": report.activated, **report.result}
+            {
+                "name": report.name,
+                "path": str(report.path),
+                "activated": report.activated,
+                "gate": report.gate,
+                **report.result,
+            }
         )
         if args.json
         else report.summary()

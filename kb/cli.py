@@ -272,7 +272,11 @@ def cmd_feedback(args: argparse.Namespace) -> int:
         return 0
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
-    print(f'feedback export: {len(lines)} item(s) → {args.out}, marked "review": "pending"', file=sys.stderr)
+    print(
+        f'feedback export: {len(lines)} item(s) → {args.out}, marked "review": "pending" '
+        '(set "approved" after review, then `kb eval-set append GOLD.jsonl FILE`)',
+        file=sys.stderr,
+    )
     return 0
 
 

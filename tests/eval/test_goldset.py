@@ -81,3 +81,32 @@ def test_creates_missing_gold_and_reports(tmp_path, capsys):
     reviewed = _export(tmp_path / "review.jsonl", [_item("fb00001", "approved"), _item("fb00002", "pending")])
     assert main(["eval-set", "append", str(gold), str(reviewed)]) == 0
     assert "1 approved item(s)" in capsys.readouterr().out and [i.id for i in read_qa(gold)] == ["fb00001"]
+
+
+def test_round_trip_from_a_real_feedback_export(tmp_path, capsys):
+    from ui.feedback import record
+
+    kb = tmp_path / "kb"
+    entry = {
+        "question": "年假有几天？",
+        "answer": "10天 [1]",
+        "citations": [{"source": "hr/leave.md", "text": "10天"}],
+    }
+    record(kb, {**entry, "lang": "zh"}, rating=1)
+    record(kb, {**entry, "answer": "不知道"}, rating=0, comment="wrong")
+    export = tmp_path / "review.jsonl"
+    assert main(["feedback", "export", "--kb", str(kb), "--out", str(export)]) == 0
+    assert "kb eval-set append" in capsys.readouterr().err
+    lines = [json.loads(x) for x in export.read_text(encoding="utf-8").splitlines()]
+    gold = tmp_path / "gold.jsonl"
+    assert main(["eval-set", "append", str(gold), str(export)]) == 0  # nothing reviewed yet
+    assert "0 approved" in capsys.readouterr().out and not gold.exists()
+    lines[0]["review"] = "approved"  # the helpful answer, accepted as it is
+    lines[1]["review"] = "approved"  # "not helpful": the reviewer must write the answer first
+    _export(export, lines)
+    assert main(["eval-set", "append", str(gold), str(export)]) == 2
+    assert "needs at least one gold answer" in capsys.readouterr().err
+    lines[1]["answers"] = ["10天"]
+    _export(export, lines)
+    assert main(["eval-set", "append", str(gold), str(export)]) == 0
+    assert [(i.id, i.answers) for i in read_qa(gold)] == [("fb00001", ["10天"]), ("fb00002", ["10天"])]

@@ -62,6 +62,14 @@ QUALITY_METRICS = (
 )
 
 
+def short_name(metric: str) -> str:
+    """For tables and plots: "answer.f1" → "f1"; the refusal pair keeps its group ("refusal P")."""
+    group, _, name = metric.partition(".")
+    if group == "refusal":
+        return f"refusal {name[0].upper()}"
+    return name or group
+
+
 def norm(text: str) -> str:
     t = unicodedata.normalize("NFKC", text).casefold().translate(_QUOTES)
     return "".join(t.split())

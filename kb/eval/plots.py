@@ -16,14 +16,6 @@ from kb.eval import metrics as M  # noqa: E402
 DPI = 110
 
 
-def short_name(metric: str) -> str:
-    """ "answer.f1" → "f1"; the refusal pair keeps its group ("refusal P"), "precision" alone is ambiguous."""
-    group, _, name = metric.partition(".")
-    if group == "refusal":
-        return f"refusal {name[0].upper()}"
-    return name or group
-
-
 def _save(fig: Any, path: Path) -> Path:
     fig.tight_layout()
     fig.savefig(path, dpi=DPI)
@@ -54,7 +46,7 @@ def metric_bars(
             hi.append(max(0.0, b - v))
         ax.bar(xs, ys, width, label=label, yerr=[lo, hi], capsize=2, error_kw={"elinewidth": 0.8})
     ax.set_xticks(range(len(metrics)))
-    ax.set_xticklabels([short_name(m) for m in metrics], rotation=30, ha="right")
+    ax.set_xticklabels([M.short_name(m) for m in metrics], rotation=30, ha="right")
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("score (95% bootstrap CI)")
     ax.set_title("Metrics per configuration")
@@ -80,19 +72,22 @@ def hit_curve(path: Path, curves: dict[str, list[int | None]], k_max: int = 10) 
 
 
 def latency_histogram(path: Path, seconds: dict[str, list[float]]) -> Path:
-    """Seconds per question, one outline histogram per configuration over shared bins."""
-    fig, ax = plt.subplots(figsize=(6, 4))
+    """Seconds per question: per bin, one bar per configuration side by side (none hides another)."""
+    from matplotlib.ticker import MaxNLocator
+
+    fig, ax = plt.subplots(figsize=(7, 4.6))
     everything = [s for v in seconds.values() for s in v]
     top = max(everything, default=1.0) or 1.0
-    bins = [top * i / 20 for i in range(21)]
-    for label, secs in seconds.items():
-        p50, p95 = M.percentile(secs, 50), M.percentile(secs, 95)
-        ax.hist(
-            secs, bins=bins, histtype="step", linewidth=1.5, label=f"{label} (p50 {p50:.2f}s, p95 {p95:.2f}s)"
-        )
+    bins = [top * i / 15 for i in range(16)]
+    labels = [
+        f"{label} (p50 {M.percentile(v, 50):.2f}s, p95 {M.percentile(v, 95):.2f}s)"
+        for label, v in seconds.items()
+    ]
+    ax.hist(list(seconds.values()), bins=bins, label=labels)
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("seconds per question (retrieval + answer)")
     ax.set_ylabel("questions")
     ax.set_title("Latency")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=min(2, len(labels)))
     return _save(fig, path)

@@ -108,7 +108,7 @@ def build(out_dir: Path, runs: list[Run], *, title: str, resamples: int = 1000, 
         ),
         ("h2", "Metrics"),
     ]
-    head = ["configuration", *shown, "p50 s", "p95 s"]
+    head = ["configuration", *(M.short_name(m) for m in shown), "p50 s", "p95 s"]
     rows = []
     for run, v, ci in zip(runs, values, cis, strict=True):
         cells = [fmt(v[m]) + (f" [{ci[m][0]:.2f}, {ci[m][1]:.2f}]" if m in ci else "") for m in shown]

@@ -36,6 +36,8 @@ class Run:
 
     @property
     def label(self) -> str:
+        if self.summary.get("answer") is None and self.retrieval:
+            return "retrieval only"
         return f"{self.model} {'+' if self.retrieval else '-'}retrieval"
 
     @property

@@ -126,7 +126,7 @@ def run_gate_for(
     from kb.config import load_config
     from kb.eval.gate import gate_sets, run_gate
 
-    kb_cfg = kb_cfg or load_config(data={"kb_dir": str(registry.root.parent)})
+    kb_cfg = kb_cfg or load_config(overrides=[f"kb_dir={registry.root.parent}"])
     if not kb_cfg.eval.gate.enabled:
         return None
     sets = gate_sets(kb_cfg, train_path)

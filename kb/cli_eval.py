@@ -7,9 +7,15 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from kb.cli_common import config_from_args
+from kb.config import Config
 from kb.errors import ConfigError
+
+if TYPE_CHECKING:  # the CLI imports evaluation code lazily, so `kb --help` stays instant
+    from kb.eval.matrix import Run
+    from kb.eval.runner import QAItem
 
 Adder = Callable[[argparse.ArgumentParser], None]
 
@@ -58,7 +64,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return _single(args, cfg, items)
 
 
-def _single(args: argparse.Namespace, cfg, items) -> int:
+def _single(args: argparse.Namespace, cfg: Config, items: list[QAItem]) -> int:
     from kb.eval.judge import open_judge
     from kb.eval.matrix import BASE, Run
     from kb.eval.runner import evaluate, format_table
@@ -91,7 +97,7 @@ def _single(args: argparse.Namespace, cfg, items) -> int:
     return 0
 
 
-def _matrix(args: argparse.Namespace, cfg, items) -> int:
+def _matrix(args: argparse.Namespace, cfg: Config, items: list[QAItem]) -> int:
     from kb.eval.judge import open_judge
     from kb.eval.matrix import format_matrix, plan_models, run_matrix
     from kb.registry import Registry
@@ -123,7 +129,7 @@ def _matrix(args: argparse.Namespace, cfg, items) -> int:
     return 0
 
 
-def _report(args: argparse.Namespace, cfg, runs) -> None:
+def _report(args: argparse.Namespace, cfg: Config, runs: list[Run]) -> None:
     from kb.eval.report import write_report
 
     paths = write_report(

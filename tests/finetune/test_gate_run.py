@@ -118,6 +118,10 @@ def test_gate_refuses_adapter_trained_on_shuffled_answers(tiny_model, tmp_path, 
     forced = finetune(shuffled, 10, "--force")
     assert forced["activated"] and forced["gate"]["decision"] == "forced"
     assert registry.active_name() == "lora-v3"
+    capsys.readouterr()
+    assert main(["models", "list", "--kb", str(kb)]) == 0
+    listing = capsys.readouterr().out.splitlines()
+    assert [line.split()[-1] for line in listing[:3]] == ["gate=activated", "gate=refused", "gate=forced"]
 
 
 def test_gate_skipped_without_sets_and_disabled(tiny_model, tmp_path, capsys):

@@ -7,6 +7,10 @@
 The data is read from ../shared/data/cmrc2018/ (not copied into the project). Each of the 848
 paragraphs becomes one .txt document ingested through the real pipeline (loader, chunker, embedder,
 store); a question's hit is a retrieved chunk from its paragraph. Prints JSON lines.
+
+`--answer N` answers N questions spread over the set through `kb eval`'s runner (kb/eval/runner.py), so
+the line it prints carries the same metrics as `kb eval --json`, flattened (metric definitions:
+kb/eval/metrics.py); there a relevant chunk must also contain a gold answer.
 """
 
 from __future__ import annotations
@@ -100,28 +104,21 @@ def main() -> None:
         )
         if args.answer:
             from kb.answer import Answerer
+            from kb.eval.runner import QAItem, evaluate, flatten
             from kb.generate import get_generator
 
             answerer = Answerer(retriever, get_generator(cfg.generator), cfg)
             step = max(1, len(questions) // args.answer)
-            sample = questions[::step][: args.answer]
-            contains, f1, refused, secs = [], [], 0, []
-            for q in sample:
-                ans = answerer.answer(q["question"])
-                refused += ans.refused
-                contains.append(not ans.refused and M.contains_any(ans.answer, q["answers"]))
-                f1.append(0.0 if ans.refused else M.best_f1(ans.answer, q["answers"]))
-                secs.append(ans.seconds)
+            sample = questions[::step][: args.answer]  # spread over the dev set, not its first article
+            items = [QAItem(q["id"], q["question"], q["answers"], True, f"{q['pid']}.txt") for q in sample]
+            summary, _ = evaluate(items, answerer, desc="cmrc2018 answer")
             print(
                 json.dumps(
                     {
                         "bench": "cmrc2018.answer",
-                        "questions": len(sample),
-                        "contains": round(sum(contains) / len(sample), 4),
-                        "f1": round(sum(f1) / len(sample), 4),
-                        "refused": refused,
-                        "p50_s": round(M.percentile(secs, 50), 2),
-                        "generator": cfg.generator.model,
+                        **flatten(summary),
+                        "generator": f"{cfg.generator.name}:{cfg.generator.model}",
+                        "config": args.set,
                     }
                 )
             )

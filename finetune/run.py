@@ -1,4 +1,5 @@
-"""`kb finetune`: name the run, train (one process or several), publish the adapter in the registry.
+"""`kb finetune`: name the run, train (one process or several), publish the adapter in the registry,
+and activate it if the promotion gate (kb/eval/gate.py) finds no regression.
 
 Nothing reaches models/<name>/ before training finished and the adapter is saved: a crash leaves
 the run under models/.runs/<name>/ where `--resume` continues it.
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from finetune.config import FinetuneConfig
+from kb.config import Config
 from kb.errors import ModelError
 from kb.registry import AdapterInfo, Registry
 
@@ -25,27 +27,48 @@ class FinetuneReport:
     path: Path
     result: dict[str, Any]
     activated: bool
+    gate: dict[str, Any] | None = None  # the gate's decision and both scores; None when it did not run
 
     def summary(self) -> str:
         r = self.result
         loss = f"{r['final_loss']:.4f}" if r.get("final_loss") is not None else "n/a"
+        lines = []
+        if self.gate and "scores" in self.gate:
+            from kb.eval.gate import gate_lines
+
+            lines = gate_lines(self.gate)
+        state = " (active)" if self.activated else ""
+        if self.gate and self.gate["decision"] == "refused":
+            state = " (not activated: the gate found a regression; --force activates it anyway)"
+        elif self.gate and self.gate["decision"] == "skipped":
+            state += f" (gate skipped: {self.gate['reason']})"
+        elif self.gate and self.gate["decision"] == "forced":
+            state += " (forced past the gate)"
         skipped = r.get("skipped") or {}
         skips = (
             f", {sum(skipped.values())} skipped ({'; '.join(f'{k}: {v}' for k, v in skipped.items())})"
             if skipped
             else ""
         )
-        return (
+        lines.append(
             f"finetune: {self.name} — {r.get('train_examples', '?')} examples{skips}, "
             f"{r['steps']} steps, final loss {loss}, "
-            f"{r['tokens_per_s']:.0f} tok/s, peak memory {r['peak_memory_gib']:.1f} GiB → {self.path}"
-            + (" (active)" if self.activated else "")
+            f"{r['tokens_per_s']:.0f} tok/s, peak memory {r['peak_memory_gib']:.1f} GiB → {self.path}" + state
         )
+        return "\n".join(lines)
 
 
 def finetune(
-    cfg: FinetuneConfig, *, resume: bool = False, verbose: bool = False, progress: bool = True
+    cfg: FinetuneConfig,
+    *,
+    resume: bool = False,
+    verbose: bool = False,
+    progress: bool = True,
+    kb_cfg: Config | None = None,
+    force: bool = False,
 ) -> FinetuneReport:
+    """`kb_cfg` configures the gate (eval.gate) and the answering it evaluates (default: the knowledge
+    base's defaults); `force` activates the adapter even when the gate refuses it."""
     registry = Registry(cfg.kb_dir)
     name = cfg.name
     if resume and not name:
@@ -64,7 +87,17 @@ def finetune(
         lock.close()
         raise ModelError(f"run {name!r} is training in another process; wait for it") from None
     try:
-        return _run(cfg, registry, name, run_dir, resume=resume, verbose=verbose, progress=progress)
+        return _run(
+            cfg,
+            registry,
+            name,
+            run_dir,
+            resume=resume,
+            verbose=verbose,
+            progress=progress,
+            kb_cfg=kb_cfg,
+            force=force,
+        )
     finally:
         lock.close()  # closing releases the flock
 
@@ -78,6 +111,8 @@ def _run(
     resume: bool,
     verbose: bool,
     progress: bool,
+    kb_cfg: Config | None,
+    force: bool,
 ) -> FinetuneReport:
     from finetune.train import data_paths, file_sha256
 
@@ -110,6 +145,52 @@ def _run(
     }
     info: AdapterInfo = registry.publish(name, adapter, meta)
     shutil.rmtree(run_dir, ignore_errors=True)
+    gate = None
     if cfg.activate:
+        gate = run_gate_for(registry, name, train_path, kb_cfg, force=force, progress=progress)
+    activated = cfg.activate and (gate is None or gate["decision"] != "refused")
+    if activated:
         registry.activate(name)
-    return FinetuneReport(name, info.path, result, cfg.activate)
+    return FinetuneReport(name, info.path, result, activated, gate)
+
+
+def run_gate_for(
+    registry: Registry,
+    name: str,
+    train_path: Path,
+    kb_cfg: Config | None,
+    *,
+    force: bool = False,
+    progress: bool = True,
+) -> dict[str, Any] | None:
+    """Evaluate the published adapter `name` against the active model and record the decision in its
+    meta.json. Returns the record: decision activated | refused | forced | skipped (no evaluation set);
+    None when eval.gate.enabled is false."""
+    from kb.config import load_config
+    from kb.eval.gate import gate_sets, run_gate
+
+    kb_cfg = kb_cfg or load_config(overrides=[f"kb_dir={registry.root.parent}"])
+    if not kb_cfg.eval.gate.enabled:
+        return None
+    sets = gate_sets(kb_cfg, train_path)
+    if not sets:
+        record: dict[str, Any] = {
+            "decision": "skipped",
+            "reason": "no evaluation set (no synth validation_qa.jsonl, eval.gate.gold unset)",
+        }
+        registry.update_meta(name, gate=record)
+        return record
+    decision = run_gate(kb_cfg, name, registry.active_name(), sets, progress=progress)
+    verdict = "activated" if decision.accepted else ("forced" if force else "refused")
+    record = {"decision": verdict, **decision.to_dict(), "sets": {k: len(v) for k, v in sets.items()}}
+    metrics = registry.get(name).metrics
+    candidate = decision.scores["candidate"]
+    registry.update_meta(
+        name,
+        gate=record,
+        metrics={
+            **metrics,
+            "eval": {s: {m: candidate[s].get(m) for m in decision.metrics} for s in candidate},
+        },
+    )
+    return record

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from kb.cli_common import config_from_args
+from kb.cli_eval import add_eval_parsers, cmd_eval, cmd_eval_set
 from kb.cli_refresh import cmd_finetune, cmd_models, cmd_synth
 
 
@@ -53,14 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-retrieval", action="store_true")
     _common(p)
 
-    p = sub.add_parser("eval", help="evaluate retrieval and answers on a QA JSONL file")
-    p.add_argument("qa", type=Path)
-    p.add_argument("--retrieval-only", action="store_true")
-    p.add_argument("--no-retrieval", action="store_true")
-    p.add_argument("--limit", type=int)
-    p.add_argument("--out", type=Path, help="write per-item results (JSONL) and the resolved config here")
-    _adapter(p)
-    _common(p)
+    add_eval_parsers(sub, _common, _adapter)
 
     p = sub.add_parser(
         "synth", help="synthesize instruction pairs (RAFT-style) from the knowledge base's chunks"
@@ -83,6 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--resume", action="store_true", help="continue the last unfinished run from its checkpoint"
     )
     p.add_argument("--no-activate", action="store_true", help="publish the adapter without activating it")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="activate the adapter even if the evaluation gate finds a regression",
+    )
     p.add_argument("--verbose", action="store_true", help="print token → label for the first example")
     p.add_argument(
         "--finetune-config", dest="ft_config", help="fine-tuning YAML (finetune/configs/*.yaml or a path)"
@@ -221,42 +220,6 @@ def cmd_chat(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_eval(args: argparse.Namespace) -> int:
-    from kb.eval.runner import format_table, read_qa, run_items, summarize
-    from kb.service import open_answerer, open_retriever
-
-    cfg = config_from_args(args)
-    items = read_qa(args.qa)[: args.limit] if args.limit else read_qa(args.qa)
-    retrieval, generate = not args.no_retrieval, not args.retrieval_only
-    if generate:
-        answerer = open_answerer(cfg, retrieval=retrieval)
-    else:
-        from kb.answer import Answerer
-        from kb.generate.fake import FakeGenerator
-
-        answerer = Answerer(open_retriever(cfg), FakeGenerator(), cfg)
-    out = None
-    if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
-        cfg.dump(args.out / "config.yaml")
-        out = open(args.out / "items.jsonl", "w", encoding="utf-8")  # noqa: SIM115
-    results = []
-    try:
-        for rec in run_items(items, answerer, retrieval=retrieval, generate=generate):
-            results.append(rec)
-            if out:
-                out.write(json.dumps(rec, ensure_ascii=False) + "\n")
-                out.flush()
-    finally:
-        if out:
-            out.close()
-    summary = summarize(results, retrieval=retrieval, generate=generate)
-    if args.out:
-        (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
-    print(json.dumps(summary) if args.json else format_table(summary))
-    return 0
-
-
 def _ui_parsers(sub) -> None:
     p = sub.add_parser("ui", help="serve the chat and admin web pages (Streamlit) on 127.0.0.1")
     p.add_argument("--port", type=int, default=8501)
@@ -311,7 +274,11 @@ def cmd_feedback(args: argparse.Namespace) -> int:
         return 0
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
-    print(f'feedback export: {len(lines)} item(s) → {args.out}, marked "review": "pending"', file=sys.stderr)
+    print(
+        f'feedback export: {len(lines)} item(s) → {args.out}, marked "review": "pending" '
+        '(set "approved" after review, then `kb eval-set append GOLD.jsonl FILE`)',
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -321,6 +288,7 @@ COMMANDS = {
     "ask": cmd_ask,
     "chat": cmd_chat,
     "eval": cmd_eval,
+    "eval-set": cmd_eval_set,
     "synth": cmd_synth,
     "finetune": cmd_finetune,
     "models": cmd_models,

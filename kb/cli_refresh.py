@@ -52,10 +52,16 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         overrides.append("activate=false")
     ft_sets = [s.removeprefix("finetune.") for s in args.set if s.startswith("finetune.")]
     cfg = load_finetune_config(args.ft_config, overrides + ft_sets)
-    report = finetune(cfg, resume=args.resume, verbose=args.verbose)
+    report = finetune(cfg, resume=args.resume, verbose=args.verbose, kb_cfg=kb_cfg, force=args.force)
     print(
         json.dumps(
-            {"name": report.name, "path": str(report.path), "activated": report.activated, **report.result}
+            {
+                "name": report.name,
+                "path": str(report.path),
+                "activated": report.activated,
+                "gate": report.gate,
+                **report.result,
+            }
         )
         if args.json
         else report.summary()
@@ -89,9 +95,14 @@ def cmd_models(args: argparse.Namespace) -> int:
             )
             return 0
         for a in adapters:
+            # Scalars only: the gate's per-set scores are nested (shown by --json).
             metrics = " ".join(
-                f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in a.metrics.items()
+                f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                for k, v in a.metrics.items()
+                if not isinstance(v, dict)
             )
+            if a.gate.get("decision"):
+                metrics += f" gate={a.gate['decision']}"
             print(f"{'*' if a.active else ' '} {a.name:<16} {a.method:<11} {a.base_model:<28} {metrics}")
         print(f"{len(adapters)} adapter(s); active: {registry.active_name() or 'base model'}")
         return 0

@@ -93,6 +93,43 @@ class AnswerConfig:
 
 
 @dataclass
+class GateConfig:
+    """`kb finetune`'s promotion gate: a new adapter is activated only if, on every evaluation set, no
+    metric below drops more than `tolerance` under the model answering now (the active adapter, or the
+    base model). The sets: the synth validation split (validation_qa.jsonl beside the training data, else
+    <kb_dir>/synth/) and `gold`. No set at all: the gate is skipped and says so."""
+
+    enabled: bool = True
+    gold: str = ""  # a QA JSONL gold set (the format kb eval reads); "" = none
+    validation: bool = True  # also evaluate on the synth validation split when it exists
+    metrics: list[str] = field(default_factory=lambda: ["answer.contains", "answer.f1", "refusal.recall"])
+    tolerance: float = 0.02  # absolute drop allowed per metric (metrics are shares: one item in fifty)
+    retrieval: bool = True  # answer with retrieval, as employees are served
+    limit: int = 0  # first N items of each set (0 = all); each item costs one answer per model
+
+
+@dataclass
+class EvalConfig:
+    judge: str = ""  # model judging faithfulness (as generator.model takes); "" = the lexical measure
+    bootstrap: int = 1000  # resamples for the report's 95% confidence intervals
+    seed: int = 0  # bootstrap seed: the same items give the same intervals
+    gate: GateConfig = field(default_factory=GateConfig)
+
+    def validate(self) -> None:
+        from kb.eval.metrics import QUALITY_METRICS
+
+        for m in self.gate.metrics:
+            if m not in QUALITY_METRICS:
+                raise ConfigError(
+                    f"eval.gate.metrics: unknown metric {m!r} (known: {', '.join(QUALITY_METRICS)})"
+                )
+        if self.gate.tolerance < 0:
+            raise ConfigError(f"eval.gate.tolerance must be >= 0, got {self.gate.tolerance}")
+        if self.bootstrap < 1:
+            raise ConfigError(f"eval.bootstrap must be >= 1, got {self.bootstrap}")
+
+
+@dataclass
 class Config:
     kb_dir: str = "kb_data"
     chunk: ChunkConfig = field(default_factory=ChunkConfig)
@@ -101,9 +138,11 @@ class Config:
     retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     answer: AnswerConfig = field(default_factory=AnswerConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
 
     def validate(self) -> None:
         self.chunk.validate()
+        self.eval.validate()
         if self.retrieval.k < 1:
             raise ConfigError(f"retrieval.k must be >= 1, got {self.retrieval.k}")
 

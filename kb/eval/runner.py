@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,8 +15,11 @@ from tqdm import tqdm
 from kb.answer import Answerer
 from kb.errors import DataError
 from kb.eval import metrics as M
+from kb.eval.judge import Judge
+from kb.schema import Hit
 
 REQUIRED = ("id", "question", "answers", "answerable")
+RANKS = 10  # hits retrieved per question: hit@k for k = 1..10 and MRR@10; the prompt takes retrieval.k
 
 
 @dataclass
@@ -61,6 +64,26 @@ def read_qa(path: str | Path) -> list[QAItem]:
     return items
 
 
+class RetrievalCache:
+    """Hits per question, and the seconds the retrieval took, shared between configurations that use the
+    same retriever (a matrix run retrieves once per question; each configuration's latency still counts
+    that retrieval time)."""
+
+    def __init__(self) -> None:
+        self._hits: dict[str, tuple[list[Hit], float]] = {}
+
+    def get(self, answerer: Answerer, question: str, k: int) -> tuple[list[Hit], float]:
+        if not self._hits:
+            # Untimed warm-up: the first search loads jieba's dictionary (seconds), which would
+            # otherwise land in the first item's latency and, on a small set, in p95.
+            answerer.retrieve(question, k=k)
+        if question not in self._hits:
+            t0 = time.perf_counter()
+            hits = answerer.retrieve(question, k=k)
+            self._hits[question] = (hits, time.perf_counter() - t0)
+        return self._hits[question]
+
+
 def run_items(
     items: list[QAItem],
     answerer: Answerer,
@@ -68,11 +91,15 @@ def run_items(
     retrieval: bool = True,
     generate: bool = True,
     progress: bool = True,
+    cache: RetrievalCache | None = None,
+    judge: Callable[[str, list[str]], bool] | None = None,
+    desc: str = "eval",
 ) -> Iterator[dict[str, Any]]:
-    """One result dict per item, as it completes (so a caller can save per-item JSONL as it goes)."""
-    for item in tqdm(items, desc="eval", unit="q", disable=not progress, file=sys.stderr):
-        t0 = time.perf_counter()
-        hits = answerer.retrieve(item.question, k=10) if retrieval else []
+    """One result dict per item, as it completes (so a caller can save per-item JSONL as it goes).
+    `judge(sentence, cited_texts)` replaces the lexical faithfulness test (metrics.py)."""
+    cache = cache or RetrievalCache()
+    for item in tqdm(items, desc=desc, unit="q", disable=not progress, file=sys.stderr):
+        hits, retrieval_s = cache.get(answerer, item.question, RANKS) if retrieval else ([], 0.0)
         rec: dict[str, Any] = {
             "id": item.id,
             "question": item.question,
@@ -87,23 +114,36 @@ def run_items(
         rec["rank"] = M.first_relevant_rank(
             [(h.chunk.source, h.chunk.text) for h in hits], item.source, item.answers
         )
+        answer_s = 0.0
         if generate:
+            t0 = time.perf_counter()
             ans = answerer.answer(item.question, hits=hits, retrieval=retrieval)
+            answer_s = time.perf_counter() - t0
+            cited = [c.text for c in ans.citations]
+            answered = not ans.refused
             rec.update(
                 answer=ans.answer,
                 refused=ans.refused,
                 why=ans.why,
                 citations=[c.n for c in ans.citations],
-                contains=M.contains_any(ans.answer, item.answers) if not ans.refused else False,
-                f1=0.0 if ans.refused else M.best_f1(ans.answer, item.answers),
+                contains=answered and M.contains_any(ans.answer, item.answers),
+                f1=M.best_f1(ans.answer, item.answers) if answered else 0.0,
+                rouge_l=M.best_rouge_l(ans.answer, item.answers) if answered else 0.0,
+                citation=M.citation_correctness(cited, item.answers, item.evidence) if answered else None,
+                faithfulness=M.faithfulness(ans.answer, cited, judge) if answered else None,
             )
-        rec["seconds"] = time.perf_counter() - t0
+        rec["seconds"] = retrieval_s + answer_s
         yield rec
 
 
 def summarize(
-    results: list[dict[str, Any]], *, retrieval: bool = True, generate: bool = True
+    results: list[dict[str, Any]],
+    *,
+    retrieval: bool = True,
+    generate: bool = True,
+    faithfulness_by: str = "lexical",
 ) -> dict[str, Any]:
+    """The metrics of metrics.py over per-item results, rounded to 4 places."""
     answerable = [r for r in results if r["answerable"]]
     ranks = [r["rank"] for r in answerable]
     out: dict[str, Any] = {"n": len(results), "n_answerable": len(answerable)}
@@ -112,19 +152,72 @@ def summarize(
         if retrieval
         else None
     )
+    out["answer"] = out["grounding"] = out["refusal"] = None
     if generate:
+        n = len(answerable)
         out["answer"] = {
-            "contains": sum(r["contains"] for r in answerable) / len(answerable) if answerable else 0.0,
-            "f1": sum(r["f1"] for r in answerable) / len(answerable) if answerable else 0.0,
+            key: sum(r[key] for r in answerable) / n if n else 0.0 for key in ("contains", "f1", "rouge_l")
         }
+        if retrieval:
+            out["grounding"] = {
+                "citation": M.mean_or_none([r["citation"] for r in answerable]),
+                "faithfulness": M.mean_or_none([r["faithfulness"] for r in results]),
+            }
+            out["faithfulness_by"] = faithfulness_by
         p, rcl = M.precision_recall([r["refused"] for r in results], [not r["answerable"] for r in results])
         out["refusal"] = {"precision": p, "recall": rcl}
-    else:
-        out["answer"] = None
-        out["refusal"] = None
     secs = [r["seconds"] for r in results]
     out["latency_s"] = {"p50": M.percentile(secs, 50), "p95": M.percentile(secs, 95)}
     return _round(out)
+
+
+def evaluate(
+    items: list[QAItem],
+    answerer: Answerer,
+    *,
+    retrieval: bool = True,
+    generate: bool = True,
+    out_dir: Path | None = None,
+    cache: RetrievalCache | None = None,
+    judge: Judge | None = None,
+    progress: bool = True,
+    desc: str = "eval",
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Run and summarize one configuration; with `out_dir`, per-item results go to items.jsonl as they
+    complete (a crash keeps what was done) and the summary to summary.json."""
+    results: list[dict[str, Any]] = []
+    out = None
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        out = open(out_dir / "items.jsonl", "w", encoding="utf-8")  # noqa: SIM115
+    try:
+        for rec in run_items(
+            items,
+            answerer,
+            retrieval=retrieval,
+            generate=generate,
+            progress=progress,
+            cache=cache,
+            judge=judge,
+            desc=desc,
+        ):
+            results.append(rec)
+            if out:
+                out.write(json.dumps(rec, ensure_ascii=False) + "\n")
+                out.flush()
+    finally:
+        if out:
+            out.close()
+    by = f"judge:{judge.name}" if judge else "lexical"
+    summary = summarize(results, retrieval=retrieval, generate=generate, faithfulness_by=by)
+    if out_dir is not None:
+        (out_dir / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    return summary, results
+
+
+def read_results(path: Path) -> list[dict[str, Any]]:
+    """Per-item results written by `evaluate` (items.jsonl)."""
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def _round(x: Any) -> Any:
@@ -135,10 +228,31 @@ def _round(x: Any) -> Any:
     return x
 
 
+GROUPS = ("retrieval", "answer", "grounding", "refusal", "latency_s")
+
+
+def flatten(summary: dict[str, Any]) -> dict[str, Any]:
+    """A summary as one flat record: counts, then "group.metric" keys (every metric of metrics.py, None
+    where the run did not measure it) — the shape of a matrix row."""
+    out: dict[str, Any] = {"n": summary["n"], "n_answerable": summary["n_answerable"]}
+    for key in (*M.QUALITY_METRICS, "latency_s.p50", "latency_s.p95"):
+        group, name = key.split(".", 1)
+        out[key] = (summary.get(group) or {}).get(name)
+    if summary.get("faithfulness_by"):
+        out["faithfulness_by"] = summary["faithfulness_by"]
+    return out
+
+
+def fmt(v: float | None) -> str:
+    return "—" if v is None else f"{v:.3f}"
+
+
 def format_table(summary: dict[str, Any]) -> str:
     lines = [f"questions: {summary['n']} ({summary['n_answerable']} answerable)"]
-    for group in ("retrieval", "answer", "refusal", "latency_s"):
+    for group in GROUPS:
         vals = summary.get(group)
         if vals:
-            lines.append(f"{group:<10}" + "  ".join(f"{k}={v:.3f}" for k, v in vals.items()))
+            lines.append(f"{group:<10}" + "  ".join(f"{k}={fmt(v)}" for k, v in vals.items()))
+    if summary.get("faithfulness_by"):
+        lines.append(f"faithfulness measured by: {summary['faithfulness_by']}")
     return "\n".join(lines)

@@ -172,6 +172,20 @@ def load_finetune_config(
     return cfg
 
 
+def _scalar(value: Any) -> Any:
+    """A `--set` string for a pass-through section as the value it spells: YAML scalars, plus floats
+    YAML 1.1 reads as strings (`5e-4`). Values from YAML files arrive typed and pass unchanged."""
+    if not isinstance(value, str):
+        return value
+    parsed = yaml.safe_load(value) if value.strip() else value
+    if isinstance(parsed, str):
+        try:
+            return float(parsed)
+        except ValueError:
+            return parsed
+    return parsed
+
+
 def _merge(cfg: FinetuneConfig, data: dict[str, Any]) -> None:
     """Like kb.config.apply_mapping, but the pass-through sections merge key by key."""
     data = dict(data)
@@ -180,5 +194,5 @@ def _merge(cfg: FinetuneConfig, data: dict[str, Any]) -> None:
             value = data.pop(section)
             if not isinstance(value, dict):
                 raise ConfigError(f"{section}: expected a mapping, got {value!r}")
-            getattr(cfg, section).update(value)
+            getattr(cfg, section).update({k: _scalar(v) for k, v in value.items()})
     apply_mapping(cfg, data)

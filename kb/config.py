@@ -44,6 +44,14 @@ class IngestConfig:
 
 
 @dataclass
+class StoreConfig:
+    backend: str = ""  # key of kb.store.STORES for a new knowledge base ("" = faiss); an existing one
+    # keeps the backend its manifest names (`kb migrate --to milvus URI` moves it)
+    uri: str = ""  # milvus: "" = Milvus Lite file <kb_dir>/milvus.db; a path ending .db, or http://host:19530
+    collection: str = "kb"  # milvus: collection name prefix; one per knowledge base on a shared cluster
+
+
+@dataclass
 class EmbedderConfig:
     name: str = "e5-small"  # key of kb.embed.EMBEDDERS
     model: str = ""  # path or hub id, for embedders that take one (sentence-transformers)
@@ -93,6 +101,7 @@ class Config:
     kb_dir: str = "kb_data"
     chunk: ChunkConfig = field(default_factory=ChunkConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
     embedder: EmbedderConfig = field(default_factory=EmbedderConfig)
     retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)

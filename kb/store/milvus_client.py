@@ -1,0 +1,148 @@
+"""What the Milvus backend says to Milvus: the collection schema, the visibility/access filter,
+row ↔ Chunk conversion, and one client per URI per process (Milvus Lite serves a .db file from a
+thread of the first process that opens it; every reader and writer in that process shares it)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pymilvus import DataType, MilvusClient
+from pymilvus.exceptions import MilvusException
+
+from kb.errors import StoreError
+from kb.schema import Chunk
+
+MAX_GEN = 2**62  # gen_to of a row no generation has replaced yet
+MAX_TEXT = 65535  # bytes in a Milvus VARCHAR
+MAX_DEPARTMENTS, MAX_DEPARTMENT = 256, 256  # array capacity, bytes per department name
+CHUNK_FIELDS = ["row", "chunk_id", "source", "page", "headings", "span_start", "span_end", "hash", "text", "departments"]
+GET_BATCH = 1000
+
+_clients: dict[str, MilvusClient] = {}
+_lock = threading.Lock()
+
+
+def resolve_uri(kb_dir: Path, uri: str) -> str:
+    """"" → the Milvus Lite file <kb_dir>/milvus.db; a URL as is; any other path made absolute."""
+    if not uri:
+        return str((kb_dir / "milvus.db").resolve())
+    if "://" in uri:
+        return uri
+    return str(Path(uri).resolve())
+
+
+def client_for(uri: str) -> MilvusClient:
+    with _lock:
+        if uri not in _clients:
+            local = "://" not in uri
+            if local:
+                # Milvus Lite lacks AllocTimestamp, which pymilvus calls while waiting for an index and
+                # then does without; grpc's server logs that handled miss as an error.
+                logging.getLogger("grpc._server").setLevel(logging.CRITICAL)
+            try:
+                _clients[uri] = MilvusClient(uri)
+            except MilvusException as e:
+                hint = (
+                    " (Milvus Lite serves a file to one process at a time: stop the other process, or "
+                    "serve the file with `milvus-lite server` and use its http:// URI)"
+                    if local
+                    else ""
+                )
+                raise StoreError(f"cannot open Milvus at {uri}: {e.message}{hint}") from None
+        return _clients[uri]
+
+
+def create_collection(client: MilvusClient, name: str, dim: int) -> None:
+    s = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+    s.add_field("row", DataType.INT64, is_primary=True)
+    s.add_field("vector", DataType.FLOAT_VECTOR, dim=dim)
+    s.add_field("chunk_id", DataType.VARCHAR, max_length=512)
+    s.add_field("source", DataType.VARCHAR, max_length=4096)
+    s.add_field("page", DataType.INT64)  # -1 = none (nullable fields need Milvus ≥ 2.5)
+    s.add_field("headings", DataType.VARCHAR, max_length=MAX_TEXT)  # JSON list
+    s.add_field("span_start", DataType.INT64)
+    s.add_field("span_end", DataType.INT64)
+    s.add_field("hash", DataType.VARCHAR, max_length=512)
+    s.add_field("text", DataType.VARCHAR, max_length=MAX_TEXT)
+    s.add_field(
+        "departments",
+        DataType.ARRAY,
+        element_type=DataType.VARCHAR,
+        max_capacity=MAX_DEPARTMENTS,
+        max_length=MAX_DEPARTMENT,
+    )
+    s.add_field("gen_from", DataType.INT64)
+    s.add_field("gen_to", DataType.INT64)
+    index = client.prepare_index_params()
+    # AUTOINDEX: HNSW on Milvus Lite (exact below its build threshold), the server's choice on a cluster.
+    index.add_index("vector", index_type="AUTOINDEX", metric_type="IP")
+    # Strong consistency: a search right after a commit sees the committed rows on a cluster too.
+    client.create_collection(name, schema=s, index_params=index, consistency_level="Strong")
+
+
+def _quote(s: str) -> str:
+    return '"' + s.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+def visible_filter(generation: int, departments: frozenset[str] | None) -> str:
+    """Rows of `generation` the user may see: public ones (no departments) or sharing one."""
+    expr = f"gen_from <= {generation} and gen_to > {generation}"
+    if departments is None:
+        return expr
+    public = "array_length(departments) == 0"
+    if not departments:
+        return f"{expr} and {public}"
+    names = ", ".join(_quote(d) for d in sorted(departments))
+    return f"{expr} and ({public} or array_contains_any(departments, [{names}]))"
+
+
+def row_entity(row: int, c: Chunk, vector: np.ndarray, generation: int) -> dict[str, Any]:
+    headings = json.dumps(c.headings, ensure_ascii=False)
+    for what, value in (("text", c.text), ("headings", headings)):
+        if len(value.encode()) > MAX_TEXT:
+            raise StoreError(f"{c.source}: chunk {what} over {MAX_TEXT} bytes, Milvus' limit (lower chunk.size)")
+    if len(c.departments) > MAX_DEPARTMENTS or any(len(d.encode()) > MAX_DEPARTMENT for d in c.departments):
+        raise StoreError(f"{c.source}: over {MAX_DEPARTMENTS} departments or a name over {MAX_DEPARTMENT} bytes")
+    return {
+        "row": row,
+        "vector": np.asarray(vector, np.float32).tolist(),
+        "chunk_id": c.id,
+        "source": c.source,
+        "page": -1 if c.page is None else c.page,
+        "headings": headings,
+        "span_start": c.start,
+        "span_end": c.end,
+        "hash": c.hash,
+        "text": c.text,
+        "departments": sorted(c.departments),
+        "gen_from": generation,
+        "gen_to": MAX_GEN,
+    }
+
+
+def entity_to_chunk(e: dict[str, Any]) -> Chunk:
+    return Chunk(
+        id=e["chunk_id"],
+        text=e["text"],
+        source=e["source"],
+        page=None if e["page"] < 0 else int(e["page"]),
+        headings=json.loads(e["headings"]),
+        start=int(e["span_start"]),
+        end=int(e["span_end"]),
+        hash=e["hash"],
+        departments=list(e["departments"]),
+    )
+
+
+def fetch(client: MilvusClient, collection: str, rows: list[int], fields: list[str]) -> list[tuple[int, dict]]:
+    """(row, entity) for the rows that exist, by primary key, in batches."""
+    out = []
+    for i in range(0, len(rows), GET_BATCH):
+        got = client.get(collection, ids=[int(r) for r in rows[i : i + GET_BATCH]], output_fields=fields)
+        out.extend((int(e["row"]), dict(e)) for e in got)
+    return out

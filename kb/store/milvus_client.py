@@ -20,7 +20,18 @@ from kb.schema import Chunk
 MAX_GEN = 2**62  # gen_to of a row no generation has replaced yet
 MAX_TEXT = 65535  # bytes in a Milvus VARCHAR
 MAX_DEPARTMENTS, MAX_DEPARTMENT = 256, 256  # array capacity, bytes per department name
-CHUNK_FIELDS = ["row", "chunk_id", "source", "page", "headings", "span_start", "span_end", "hash", "text", "departments"]
+CHUNK_FIELDS = [
+    "row",
+    "chunk_id",
+    "source",
+    "page",
+    "headings",
+    "span_start",
+    "span_end",
+    "hash",
+    "text",
+    "departments",
+]
 GET_BATCH = 1000
 
 _clients: dict[str, MilvusClient] = {}
@@ -28,7 +39,7 @@ _lock = threading.Lock()
 
 
 def resolve_uri(kb_dir: Path, uri: str) -> str:
-    """"" → the Milvus Lite file <kb_dir>/milvus.db; a URL as is; any other path made absolute."""
+    """ "" → the Milvus Lite file <kb_dir>/milvus.db; a URL as is; any other path made absolute."""
     if not uri:
         return str((kb_dir / "milvus.db").resolve())
     if "://" in uri:
@@ -105,9 +116,13 @@ def row_entity(row: int, c: Chunk, vector: np.ndarray, generation: int) -> dict[
     headings = json.dumps(c.headings, ensure_ascii=False)
     for what, value in (("text", c.text), ("headings", headings)):
         if len(value.encode()) > MAX_TEXT:
-            raise StoreError(f"{c.source}: chunk {what} over {MAX_TEXT} bytes, Milvus' limit (lower chunk.size)")
+            raise StoreError(
+                f"{c.source}: chunk {what} over {MAX_TEXT} bytes, Milvus' limit (lower chunk.size)"
+            )
     if len(c.departments) > MAX_DEPARTMENTS or any(len(d.encode()) > MAX_DEPARTMENT for d in c.departments):
-        raise StoreError(f"{c.source}: over {MAX_DEPARTMENTS} departments or a name over {MAX_DEPARTMENT} bytes")
+        raise StoreError(
+            f"{c.source}: over {MAX_DEPARTMENTS} departments or a name over {MAX_DEPARTMENT} bytes"
+        )
     return {
         "row": row,
         "vector": np.asarray(vector, np.float32).tolist(),
@@ -139,7 +154,9 @@ def entity_to_chunk(e: dict[str, Any]) -> Chunk:
     )
 
 
-def fetch(client: MilvusClient, collection: str, rows: list[int], fields: list[str]) -> list[tuple[int, dict]]:
+def fetch(
+    client: MilvusClient, collection: str, rows: list[int], fields: list[str]
+) -> list[tuple[int, dict]]:
     """(row, entity) for the rows that exist, by primary key, in batches."""
     out = []
     for i in range(0, len(rows), GET_BATCH):

@@ -19,7 +19,6 @@ stored tokens exactly as in the FAISS backend, so keyword results are the same o
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import sqlite3
@@ -150,7 +149,8 @@ class MilvusStore(Store):
 
     def vectors(self, rows: list[int]) -> dict[int, np.ndarray]:
         return {
-            r: np.asarray(e["vector"], np.float32) for r, e in fetch(self.client, self.collection, rows, ["vector"])
+            r: np.asarray(e["vector"], np.float32)
+            for r, e in fetch(self.client, self.collection, rows, ["vector"])
         }
 
     def chunk_by_id(self, chunk_id: str) -> Chunk | None:
@@ -198,7 +198,9 @@ class MilvusWriter(Writer):
             if p.name.startswith("."):
                 shutil.rmtree(p, ignore_errors=True)
         manifest = read_manifest(self.dir) or {}
-        previous = (manifest.get("store") or {}) if manifest.get("store", {}).get("backend") == "milvus" else {}
+        previous = (
+            (manifest.get("store") or {}) if manifest.get("store", {}).get("backend") == "milvus" else {}
+        )
         self.uri = getattr(store, "uri", "") or previous.get("uri", "")
         self.prefix = getattr(store, "collection", "") or previous.get("collection", "") or "kb"
         self.client = client_for(resolve_uri(self.dir, self.uri))
@@ -243,7 +245,11 @@ class MilvusWriter(Writer):
             if p.name.isdigit():
                 used.add(_collection_of(p) or "")
         for name in self.client.list_collections():
-            if name.startswith(f"{self.prefix}_g") and name[len(self.prefix) + 2 :].isdigit() and name not in used:
+            if (
+                name.startswith(f"{self.prefix}_g")
+                and name[len(self.prefix) + 2 :].isdigit()
+                and name not in used
+            ):
                 self.client.drop_collection(name)
 
     def file_record(self, source: str) -> FileRecord | None:

@@ -8,7 +8,9 @@ import pytest
 
 from kb.config import StoreConfig
 
-MILVUS_MISSING = importlib.util.find_spec("milvus_lite") is None or importlib.util.find_spec("pymilvus") is None
+MILVUS_MISSING = (
+    importlib.util.find_spec("milvus_lite") is None or importlib.util.find_spec("pymilvus") is None
+)
 
 
 @pytest.fixture(

@@ -21,7 +21,9 @@ def unit(*xs: float) -> np.ndarray:
     return v / np.linalg.norm(v)
 
 
-def chunk(source: str, i: int, text: str, departments: list[str] | None = None, page: int | None = None) -> Chunk:
+def chunk(
+    source: str, i: int, text: str, departments: list[str] | None = None, page: int | None = None
+) -> Chunk:
     return Chunk(
         id=f"{source}#{i}",
         text=text,
@@ -37,7 +39,12 @@ def chunk(source: str, i: int, text: str, departments: list[str] | None = None, 
 
 def put(w: Writer, source: str, texts: list[str], vecs: list[np.ndarray], **kw) -> list[Chunk]:
     chunks = [chunk(source, i, t, **kw) for i, t in enumerate(texts)]
-    w.put_file(FileRecord(source, "sha-" + source, 100, len(chunks), 1.5), chunks, np.vstack(vecs), [t.split() for t in texts])
+    w.put_file(
+        FileRecord(source, "sha-" + source, 100, len(chunks), 1.5),
+        chunks,
+        np.vstack(vecs),
+        [t.split() for t in texts],
+    )
     return chunks
 
 
@@ -101,7 +108,11 @@ def test_search_order_and_scores(tmp_path, store_cfg):
 
 
 def test_update_replaces_file_and_readers_keep_their_generation(tmp_path, store_cfg):
-    build(tmp_path, store_cfg, {"a.md": (["old one", "old two"], [unit(1), unit(0, 1)]), "b.md": (["bee"], [unit(0, 0, 1)])})
+    build(
+        tmp_path,
+        store_cfg,
+        {"a.md": (["old one", "old two"], [unit(1), unit(0, 1)]), "b.md": (["bee"], [unit(0, 0, 1)])},
+    )
     old_reader = Store.open(tmp_path)
     with Writer(tmp_path, store=store_cfg) as w:
         assert w.file_record("a.md").n_chunks == 2 and w.sources() == {"a.md", "b.md"}
@@ -148,7 +159,9 @@ def test_abort_keeps_previous_and_next_writer_starts_clean(tmp_path, store_cfg):
     put(w, "b.md", ["two"] * 3, [unit(0, 1)] * 3)
     w.abort()
     s = Store.open(tmp_path)
-    assert [c.text for c in s.iter_chunks()] == ["one"] and ids(s, s.search_vectors(unit(0, 1), 5)) == ["a.md#0"]
+    assert [c.text for c in s.iter_chunks()] == ["one"] and ids(s, s.search_vectors(unit(0, 1), 5)) == [
+        "a.md#0"
+    ]
     assert not [p for p in (tmp_path / "generations").iterdir() if p.name.startswith(".")]
     build(tmp_path, store_cfg, {"c.md": (["three"], [unit(0, 0, 1)])})
     assert s.refresh() and sorted(c.text for c in s.iter_chunks()) == ["one", "three"]

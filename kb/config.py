@@ -49,6 +49,8 @@ class StoreConfig:
     # keeps the backend its manifest names (`kb migrate --to milvus URI` moves it)
     uri: str = ""  # milvus: "" = Milvus Lite file <kb_dir>/milvus.db; a path ending .db, or http://host:19530
     collection: str = "kb"  # milvus: collection name prefix; one per knowledge base on a shared cluster
+    index: str = ""  # milvus: vector index of a new collection; "" = FLAT (exact) on a Milvus Lite file,
+    # HNSW on a server (measured recall in docs/scaling.md); any Milvus index type name otherwise
 
 
 @dataclass

@@ -47,6 +47,13 @@ def resolve_uri(kb_dir: Path, uri: str) -> str:
     return str(Path(uri).resolve())
 
 
+def normalize_uri(kb_dir: Path, uri: str) -> str:
+    """What the manifest records: "" for the default file (so the knowledge base can move), an
+    absolute path for another local file, a URL as is."""
+    resolved = resolve_uri(kb_dir, uri)
+    return "" if resolved == resolve_uri(kb_dir, "") else resolved if "://" not in uri else uri
+
+
 def client_for(uri: str) -> MilvusClient:
     with _lock:
         if uri not in _clients:
@@ -68,7 +75,16 @@ def client_for(uri: str) -> MilvusClient:
         return _clients[uri]
 
 
-def create_collection(client: MilvusClient, name: str, dim: int) -> None:
+def index_type(uri: str, configured: str) -> str:
+    return configured or ("FLAT" if "://" not in uri else "HNSW")
+
+
+def search_params(index: str, k: int) -> dict[str, Any]:
+    # HNSW's ef bounds the candidates it explores; below ~128 recall drops on 384-dim text embeddings.
+    return {"metric_type": "IP", "params": {"ef": max(128, k)} if index == "HNSW" else {}}
+
+
+def create_collection(client: MilvusClient, name: str, dim: int, index: str) -> None:
     s = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
     s.add_field("row", DataType.INT64, is_primary=True)
     s.add_field("vector", DataType.FLOAT_VECTOR, dim=dim)
@@ -89,11 +105,11 @@ def create_collection(client: MilvusClient, name: str, dim: int) -> None:
     )
     s.add_field("gen_from", DataType.INT64)
     s.add_field("gen_to", DataType.INT64)
-    index = client.prepare_index_params()
-    # AUTOINDEX: HNSW on Milvus Lite (exact below its build threshold), the server's choice on a cluster.
-    index.add_index("vector", index_type="AUTOINDEX", metric_type="IP")
+    params = client.prepare_index_params()
+    build = {"M": 16, "efConstruction": 200} if index == "HNSW" else {}
+    params.add_index("vector", index_type=index, metric_type="IP", params=build)
     # Strong consistency: a search right after a commit sees the committed rows on a cluster too.
-    client.create_collection(name, schema=s, index_params=index, consistency_level="Strong")
+    client.create_collection(name, schema=s, index_params=params, consistency_level="Strong")
 
 
 def _quote(s: str) -> str:

@@ -48,8 +48,11 @@ from kb.store.milvus_client import (
     create_collection,
     entity_to_chunk,
     fetch,
+    index_type,
+    normalize_uri,
     resolve_uri,
     row_entity,
+    search_params,
     visible_filter,
 )
 
@@ -117,6 +120,7 @@ class MilvusStore(Store):
             self._db.close()
         self._db, self.manifest, self.generation = db, manifest, manifest["live"]
         self.collection = collection
+        self.index = _meta(db, "index") or "FLAT"
         self._n = db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0]
 
     @property
@@ -140,7 +144,7 @@ class MilvusStore(Store):
             limit=k,
             filter=visible_filter(self.generation, departments),
             output_fields=[],
-            search_params={"metric_type": "IP", "params": {"ef": max(64, k)}},
+            search_params=search_params(self.index, k),
         )
         return [(int(h["row"]), float(h["distance"])) for h in res[0]]
 
@@ -201,9 +205,10 @@ class MilvusWriter(Writer):
         previous = (
             (manifest.get("store") or {}) if manifest.get("store", {}).get("backend") == "milvus" else {}
         )
-        self.uri = getattr(store, "uri", "") or previous.get("uri", "")
+        self.uri = normalize_uri(self.dir, getattr(store, "uri", "") or previous.get("uri", ""))
         self.prefix = getattr(store, "collection", "") or previous.get("collection", "") or "kb"
         self.client = client_for(resolve_uri(self.dir, self.uri))
+        self.index = index_type(self.uri, getattr(store, "index", ""))
         live = manifest.get("live")
         live_dir = self.dir / "generations" / str(live)
         existing = [int(p.name) for p in (self.dir / "generations").iterdir() if p.name.isdigit()]
@@ -217,6 +222,8 @@ class MilvusWriter(Writer):
             src.backup(self.db)
             src.close()
             self.collection, self.created = base, False
+            self.index = _meta(self.db, "index") or "FLAT"
+            self.client.load_collection(base)  # a server (Milvus Lite too) starts with collections released
             self._undo(above=live)  # rows a crashed or aborted writer left behind
         else:
             self.collection, self.created = f"{self.prefix}_g{self.number}", True
@@ -299,7 +306,7 @@ class MilvusWriter(Writer):
 
     def _flush(self, dim: int) -> None:
         if not self.client.has_collection(self.collection):
-            create_collection(self.client, self.collection, dim)
+            create_collection(self.client, self.collection, dim, self.index)
         for i in range(0, len(self.pending), FLUSH_ROWS):
             self.client.insert(self.collection, self.pending[i : i + FLUSH_ROWS])
         self.pending = []
@@ -310,7 +317,7 @@ class MilvusWriter(Writer):
         self._flush(int(manifest["embedder"]["dim"]))
         self.db.executemany(
             "INSERT OR REPLACE INTO meta VALUES (?, ?)",
-            [("collection", self.collection), ("next_row", str(self.next_row))],
+            [("collection", self.collection), ("next_row", str(self.next_row)), ("index", self.index)],
         )
         self.db.commit()
         rows, toks = [], []

@@ -5,23 +5,27 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import kb.store.migrate as migrate_module
 from ingest.pipeline import ingest
 from kb.cli import main
 from kb.embed.hashing import HashingEmbedder
 from kb.errors import StoreError
 from kb.retrieve import Retriever
-import kb.store.migrate as migrate_module
 from kb.store import Store
 from kb.store.migrate import migrate as run_migrate
 
 from .conftest import MILVUS_MISSING
 
-pytestmark = pytest.mark.skipif(MILVUS_MISSING, reason="pymilvus/milvus-lite not installed: pip install -e '.[milvus]'")
+pytestmark = pytest.mark.skipif(
+    MILVUS_MISSING, reason="pymilvus/milvus-lite not installed: pip install -e '.[milvus]'"
+)
 
 
 def snapshot(store: Store) -> dict:
     chunks = store.iter_chunks()
-    rows = [r for r, _ in store.search_vectors(np.ones(store.manifest["embedder"]["dim"], np.float32), len(store))]
+    rows = [
+        r for r, _ in store.search_vectors(np.ones(store.manifest["embedder"]["dim"], np.float32), len(store))
+    ]
     vecs = store.vectors(rows)
     by_row = store.chunks(rows)
     return {
@@ -42,14 +46,18 @@ def test_faiss_to_milvus_and_back(cfg, corpus):
     before = Store.open(cfg.kb_dir)
     assert before.backend == "faiss"
     expected = snapshot(before)
-    hits = [h.chunk.id for h in Retriever(before, emb, cfg.retrieval).search("how do I connect to the VPN", 5)]
+    hits = [
+        h.chunk.id for h in Retriever(before, emb, cfg.retrieval).search("how do I connect to the VPN", 5)
+    ]
 
     report = run_migrate(cfg.kb_dir, "milvus", progress=False)
     assert (report.files, report.chunks, report.agreed) == (3, len(before), report.searches)
     after = Store.open(cfg.kb_dir)
     assert after.backend == "milvus" and after.generation == report.generation
     assert snapshot(after) == expected
-    assert [h.chunk.id for h in Retriever(after, emb, cfg.retrieval).search("how do I connect to the VPN", 5)] == hits
+    assert [
+        h.chunk.id for h in Retriever(after, emb, cfg.retrieval).search("how do I connect to the VPN", 5)
+    ] == hits
     for key in ("embedder", "chunk", "embedder_config", "roots"):
         assert after.manifest[key] == before.manifest[key]
     again = ingest([corpus], cfg, no_embedding, progress=False)  # incremental on the new backend

@@ -62,6 +62,9 @@ def client_for(uri: str) -> MilvusClient:
                 # Milvus Lite lacks AllocTimestamp, which pymilvus calls while waiting for an index and
                 # then does without; grpc's server logs that handled miss as an error.
                 logging.getLogger("grpc._server").setLevel(logging.CRITICAL)
+                logging.getLogger("milvus_lite").setLevel(
+                    logging.CRITICAL
+                )  # its failures become our StoreError
             try:
                 _clients[uri] = MilvusClient(uri)
             except MilvusException as e:

@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from kb.config import StoreConfig
 from kb.store import Store, Writer
 from kb.store.base import release_write_lock
 
-from .conftest import MILVUS_MISSING
+from .conftest import needs_milvus
 from .test_store_conformance import MANIFEST, build, put, unit
 
-pytestmark = pytest.mark.skipif(
-    MILVUS_MISSING, reason="pymilvus/milvus-lite not installed: pip install -e '.[milvus]'"
-)
+pytestmark = needs_milvus
 MILVUS = StoreConfig(backend="milvus")
 
 

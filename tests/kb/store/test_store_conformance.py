@@ -217,8 +217,8 @@ def test_second_writer_is_refused(tmp_path, store_cfg):
     Writer(tmp_path, store=store_cfg).abort()
 
 
-def test_other_backend_than_the_data_is_refused(tmp_path, backend):
-    build(tmp_path, StoreConfig(backend=backend), {"a.md": (["one"], [unit(1)])})
+def test_other_backend_than_the_data_is_refused(tmp_path, store_cfg, backend):
+    build(tmp_path, store_cfg, {"a.md": (["one"], [unit(1)])})
     other = "milvus" if backend == "faiss" else "faiss"
     with pytest.raises(StoreError, match=f"kb migrate --to {other}"):
         Writer(tmp_path, store=StoreConfig(backend=other))

@@ -8,8 +8,8 @@ from kb.retrieve import Retriever
 from kb.store import Store
 
 
-def test_ingest_update_delete_through_the_pipeline(cfg, corpus, backend):
-    cfg.store.backend = backend
+def test_ingest_update_delete_through_the_pipeline(cfg, corpus, store_cfg, backend):
+    cfg.store = store_cfg
     emb = HashingEmbedder(cfg.embedder)
     first = ingest([corpus], cfg, emb, progress=False)
     store = Store.open(cfg.kb_dir)

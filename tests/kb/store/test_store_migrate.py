@@ -14,11 +14,9 @@ from kb.retrieve import Retriever
 from kb.store import Store
 from kb.store.migrate import migrate as run_migrate
 
-from .conftest import MILVUS_MISSING
+from .conftest import needs_milvus
 
-pytestmark = pytest.mark.skipif(
-    MILVUS_MISSING, reason="pymilvus/milvus-lite not installed: pip install -e '.[milvus]'"
-)
+pytestmark = needs_milvus
 
 
 def snapshot(store: Store) -> dict:

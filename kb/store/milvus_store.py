@@ -49,6 +49,7 @@ from kb.store.milvus_client import (
     entity_to_chunk,
     fetch,
     index_type,
+    is_lite,
     normalize_uri,
     resolve_uri,
     row_entity,
@@ -115,6 +116,7 @@ class MilvusStore(Store):
             raise StoreError(f"{gen_dir}: not a Milvus generation (no collection recorded)")
         self.client = client_for(resolve_uri(self.dir, manifest["store"].get("uri", "")))
         self.client.load_collection(collection)
+        self.array_ops = not is_lite(self.client)
         self.keyword = BM25Index.load(gen_dir)
         if self._db is not None:
             self._db.close()
@@ -142,7 +144,7 @@ class MilvusStore(Store):
             self.collection,
             data=[np.asarray(query, np.float32).tolist()],
             limit=k,
-            filter=visible_filter(self.generation, departments),
+            filter=visible_filter(self.generation, departments, self.array_ops),
             output_fields=[],
             search_params=search_params(self.index, k),
         )
@@ -315,6 +317,9 @@ class MilvusWriter(Writer):
         self, manifest: dict[str, Any], keep: int = 2, check: Callable[[Store], None] | None = None
     ) -> int:
         self._flush(int(manifest["embedder"]["dim"]))
+        # Seal what this generation wrote: durable before the switch, and searched from indexed
+        # segments (Milvus Lite searches its unsealed memtable ~10x slower: 0.9 s vs 0.1 s, 5,000 rows).
+        self.client.flush(self.collection)
         self.db.executemany(
             "INSERT OR REPLACE INTO meta VALUES (?, ?)",
             [("collection", self.collection), ("next_row", str(self.next_row)), ("index", self.index)],

@@ -176,10 +176,11 @@ def test_refresh_follows_and_prunes(tmp_path, store_cfg):
     assert sorted(p.name for p in (tmp_path / "generations").iterdir()) == ["3", "4"]
 
 
-def test_access_filter_inside_the_search(tmp_path, store_cfg):
+def test_access_filter_inside_the_search(tmp_path, store_cfg, backend):
     with Writer(tmp_path, store=store_cfg) as w:
         put(w, "secret.md", ["hr1", "hr2"], [unit(1, 0.01), unit(1, 0.02)], departments=["hr"])
         put(w, "mixed.md", ["itfin"], [unit(1, 0.03)], departments=["it", "fin"])
+        put(w, "odd.md", ["odd"], [unit(1, 0.04)], departments=['r_d "x"', "50%"])
         put(w, "public.md", ["pub1", "pub2"], [unit(1, 0.5), unit(0, 1)])
         w.commit(MANIFEST)
     s = Store.open(tmp_path)
@@ -189,12 +190,18 @@ def test_access_filter_inside_the_search(tmp_path, store_cfg):
         hits = s.search_vectors(q, k, departments=deps)
         return [s.chunks([r])[r].text for r, _ in hits]
 
-    assert texts(None) == ["hr1", "hr2", "itfin", "pub1", "pub2"]
-    assert texts(frozenset()) == ["pub1", "pub2"]
-    assert texts(frozenset({"hr"})) == ["hr1", "hr2", "pub1", "pub2"]
-    assert texts(frozenset({"fin", "legal"})) == ["itfin", "pub1", "pub2"]
-    assert texts(frozenset({"legal"}), k=2) == ["pub1", "pub2"]  # top k filled with visible chunks
-    assert texts(frozenset({"it"}), k=2) == ["itfin", "pub1"]
+    # Milvus spells the filter two ways (array functions on a server, LIKE on Milvus Lite): both must agree.
+    for array_ops in [True, False] if backend == "milvus" else [None]:
+        s.array_ops = array_ops
+        assert texts(None) == ["hr1", "hr2", "itfin", "odd", "pub1", "pub2"]
+        assert texts(frozenset()) == ["pub1", "pub2"]
+        assert texts(frozenset({"hr"})) == ["hr1", "hr2", "pub1", "pub2"]
+        assert texts(frozenset({"fin", "legal"})) == ["itfin", "pub1", "pub2"]
+        assert texts(frozenset({"legal"}), k=2) == ["pub1", "pub2"]  # top k filled with visible chunks
+        assert texts(frozenset({"it"}), k=2) == ["itfin", "pub1"]
+        assert texts(frozenset({'r_d "x"'}), k=2) == ["odd", "pub1"]
+        # LIKE wildcards in names match only themselves
+        assert texts(frozenset({'rXd "x"', "5%", "50"}), k=2) == ["pub1", "pub2"]
 
 
 def test_export_gives_back_what_was_put(tmp_path, store_cfg):

@@ -1,0 +1,169 @@
+"""Store backends side by side on synthetic knowledge bases: insert rate, search latency, recall, memory.
+
+Random unit vectors (dim 384, e5-small's) and generated text, NOT real embeddings: latency and memory
+depend on sizes, not content; recall of an approximate index on random vectors is a pessimistic case
+(real text embeddings cluster). Each (backend, size) runs in its own process so peak RSS is its own.
+Everything goes through kb's store interface (Writer.put_file/commit, Store.search_vectors), as ingest
+and search use it: 10 chunks per file, 10% of chunks restricted to one department.
+
+    .venv/bin/python bench/milvus.py --sizes 10000 100000 --out bench/results/milvus.json
+
+backends: faiss (IndexFlatIP + SQLite), milvus-lite (Milvus Lite file, FLAT), milvus-server
+(`milvus-lite server` subprocess over gRPC with HNSW, the code path of a cluster URI).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+DIM = 384
+PER_FILE = 10
+QUERIES = 200
+K = 30  # retrieval.dense_k
+
+
+def _chunks(n: int, rng: np.random.Generator):
+    from kb.schema import Chunk
+
+    words = [f"w{i}" for i in range(5000)]
+    for f in range(0, n, PER_FILE):
+        out = []
+        for i in range(f, min(f + PER_FILE, n)):
+            text = " ".join(rng.choice(words, 60))
+            out.append(Chunk(f"c{i}", text, f"doc{f // PER_FILE}.md", None, ["H"], 0, len(text), f"h{i}"))
+            if i % 10 == 0:
+                out[-1].departments = ["hr"]
+        yield out
+
+
+def one(backend: str, n: int, uri: str) -> dict:
+    from kb.config import StoreConfig
+    from kb.store import FileRecord, Store, Writer
+
+    rng = np.random.default_rng(0)
+    vecs = rng.standard_normal((n, DIM)).astype(np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    cfg = StoreConfig(backend="faiss" if backend == "faiss" else "milvus", uri=uri, collection=f"b{n}")
+    kb = Path(tempfile.mkdtemp(prefix="kbbench-"))
+    manifest = {"embedder": {"name": "random", "dim": DIM}, "chunk": {}}
+    t0 = time.perf_counter()
+    with Writer(kb, store=cfg) as w:
+        i = 0
+        for chunks in _chunks(n, rng):
+            record = FileRecord(chunks[0].source, "x", 1, len(chunks), 0.0)
+            w.put_file(record, chunks, vecs[i : i + len(chunks)], [c.text.split() for c in chunks])
+            i += len(chunks)
+        t_put = time.perf_counter() - t0
+        w.commit(manifest)
+    t_insert = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    store = Store.open(kb)
+    t_open = time.perf_counter() - t0
+    # Queries near stored chunks (a stored vector plus noise), like a question close to its passage.
+    picks = rng.integers(0, n, QUERIES)
+    qs = vecs[picks] + rng.standard_normal((QUERIES, DIM)).astype(np.float32) * 0.08
+    qs /= np.linalg.norm(qs, axis=1, keepdims=True)
+    for q in qs[:5]:
+        store.search_vectors(q, K)
+    out = {"backend": backend, "chunks": n, "dim": DIM}
+    for name, deps in (("search", None), ("search_filtered", frozenset({"it"}))):
+        lat, hits = [], []
+        for q in qs:
+            t = time.perf_counter()
+            hits.append(store.search_vectors(q, K, departments=deps))
+            lat.append((time.perf_counter() - t) * 1000)
+        out[f"{name}_p50_ms"] = round(float(np.percentile(lat, 50)), 2)
+        out[f"{name}_p95_ms"] = round(float(np.percentile(lat, 95)), 2)
+        if deps is None:
+            exact = np.argsort(-(qs @ vecs.T), axis=1)[:, :10] + 1  # rows are 1-based in insertion order
+            got = [{r for r, _ in h[:10]} for h in hits]
+            out["recall_at_10"] = round(float(np.mean([len(g & set(e)) / 10 for g, e in zip(got, exact)])), 4)
+        else:  # nothing of department "hr" may come back
+            restricted = {i + 1 for i in range(0, n, 10)}
+            assert not any(r in restricted for h in hits for r, _ in h)
+    t = time.perf_counter()
+    rows = [r for r, _ in store.search_vectors(qs[0], 5)]
+    store.chunks(rows), store.vectors(rows)
+    out["fetch_5_chunks_ms"] = round((time.perf_counter() - t) * 1000, 2)
+    out.update(
+        put_rows_per_s=round(n / t_put),
+        insert_and_commit_s=round(t_insert, 2),
+        rows_per_s=round(n / t_insert),
+        open_s=round(t_open, 2),
+        peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        disk_mb=round(sum(p.stat().st_size for p in kb.rglob("*") if p.is_file()) / 2**20, 1),
+    )
+    return out
+
+
+def _server(data: Path) -> tuple[subprocess.Popen, str]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "milvus_lite", "server", "--data-dir", str(data), "--port", str(port)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(300):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return proc, f"http://127.0.0.1:{port}"
+        except OSError:
+            time.sleep(0.2)
+    proc.kill()
+    raise SystemExit("milvus-lite server did not start")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
+    ap.add_argument("--backends", nargs="+", default=["faiss", "milvus-lite", "milvus-server"])
+    ap.add_argument("--out", type=Path)
+    ap.add_argument("--one", nargs=3, metavar=("BACKEND", "N", "URI"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.one:
+        print(json.dumps(one(args.one[0], int(args.one[1]), "" if args.one[2] == "-" else args.one[2])))
+        return
+    results = []
+    for backend in args.backends:
+        server = None
+        for n in args.sizes:
+            uri = "-"
+            if backend == "milvus-server":
+                server, uri = _server(Path(tempfile.mkdtemp(prefix="kbbench-srv-")) / "server.db")
+            cmd = [sys.executable, __file__, "--one", backend, str(n), uri]
+            line = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
+            if server is not None:
+                server_rss = Path(f"/proc/{server.pid}/status").read_text()
+                rss = next(ln for ln in server_rss.splitlines() if ln.startswith("VmHWM"))
+                server.terminate()
+                server.wait(30)
+                result = {**json.loads(line), "server_peak_rss_mb": round(int(rss.split()[1]) / 1024)}
+                line = json.dumps(result)
+            print(line, flush=True)
+            results.append(json.loads(line))
+    if args.out:
+        import pymilvus
+
+        meta = {
+            "date": time.strftime("%Y-%m-%d"),
+            "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores shared with other jobs",
+            "pymilvus": pymilvus.__version__,
+            "milvus_lite": __import__("milvus_lite").__version__,
+            "command": "python bench/milvus.py " + " ".join(sys.argv[1:]),
+            "note": "random unit vectors (dim 384) and generated text; one run per row",
+        }
+        args.out.write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()

@@ -88,7 +88,9 @@ def one(backend: str, n: int, uri: str) -> dict:
         if deps is None:
             exact = np.argsort(-(qs @ vecs.T), axis=1)[:, :10] + 1  # rows are 1-based in insertion order
             got = [{r for r, _ in h[:10]} for h in hits]
-            out["recall_at_10"] = round(float(np.mean([len(g & set(e)) / 10 for g, e in zip(got, exact)])), 4)
+            out["recall_at_10"] = round(
+                float(np.mean([len(g & set(e)) / 10 for g, e in zip(got, exact, strict=True)])), 4
+            )
         else:  # nothing of department "hr" may come back
             restricted = {i + 1 for i in range(0, n, 10)}
             assert not any(r in restricted for h in hits for r, _ in h)
@@ -141,7 +143,11 @@ def main() -> None:
             if backend == "milvus-server":
                 server, uri = _server(Path(tempfile.mkdtemp(prefix="kbbench-srv-")) / "server.db")
             cmd = [sys.executable, __file__, "--one", backend, str(n), uri]
-            line = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
+            line = (
+                subprocess.run(cmd, check=True, capture_output=True, text=True)
+                .stdout.strip()
+                .splitlines()[-1]
+            )
             if server is not None:
                 server_rss = Path(f"/proc/{server.pid}/status").read_text()
                 rss = next(ln for ln in server_rss.splitlines() if ln.startswith("VmHWM"))

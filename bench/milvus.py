@@ -33,18 +33,22 @@ QUERIES = 200
 K = 30  # retrieval.dense_k
 
 
-def _chunks(n: int, rng: np.random.Generator):
+def _files(n: int, rng: np.random.Generator) -> list[list]:
+    """Chunks grouped by file, made before the clock starts."""
     from kb.schema import Chunk
 
-    words = [f"w{i}" for i in range(5000)]
+    words = np.asarray([f"w{i}" for i in range(5000)])
+    picks = rng.integers(0, len(words), (n, 60))
+    files = []
     for f in range(0, n, PER_FILE):
         out = []
         for i in range(f, min(f + PER_FILE, n)):
-            text = " ".join(rng.choice(words, 60))
+            text = " ".join(words[picks[i]])
             out.append(Chunk(f"c{i}", text, f"doc{f // PER_FILE}.md", None, ["H"], 0, len(text), f"h{i}"))
             if i % 10 == 0:
                 out[-1].departments = ["hr"]
-        yield out
+        files.append(out)
+    return files
 
 
 def one(backend: str, n: int, uri: str) -> dict:
@@ -57,12 +61,14 @@ def one(backend: str, n: int, uri: str) -> dict:
     cfg = StoreConfig(backend="faiss" if backend == "faiss" else "milvus", uri=uri, collection=f"b{n}")
     kb = Path(tempfile.mkdtemp(prefix="kbbench-"))
     manifest = {"embedder": {"name": "random", "dim": DIM}, "chunk": {}}
+    files = _files(n, rng)
+    tokens = [[c.text.split() for c in chunks] for chunks in files]
     t0 = time.perf_counter()
     with Writer(kb, store=cfg) as w:
         i = 0
-        for chunks in _chunks(n, rng):
+        for chunks, toks in zip(files, tokens, strict=True):
             record = FileRecord(chunks[0].source, "x", 1, len(chunks), 0.0)
-            w.put_file(record, chunks, vecs[i : i + len(chunks)], [c.text.split() for c in chunks])
+            w.put_file(record, chunks, vecs[i : i + len(chunks)], toks)
             i += len(chunks)
         t_put = time.perf_counter() - t0
         w.commit(manifest)

@@ -8,6 +8,8 @@ and search use it: 10 chunks per file, 10% of chunks restricted to one departmen
 
     .venv/bin/python bench/milvus.py --sizes 10000 100000 --out bench/results/milvus.json
 
+    .venv/bin/python bench/milvus.py --lite-filters 5000   # Milvus Lite: filter spellings, flush
+
 backends: faiss (IndexFlatIP + SQLite), milvus-lite (Milvus Lite file, FLAT), milvus-server
 (`milvus-lite server` subprocess over gRPC with HNSW, the code path of a cluster URI).
 """
@@ -115,6 +117,45 @@ def one(backend: str, n: int, uri: str) -> dict:
     return out
 
 
+def lite_filters(n: int) -> list[dict]:
+    """Milvus Lite alone: search latency by filter spelling, before and after flush (why the store
+    flushes at commit and spells the access filter with LIKE there)."""
+    from kb.schema import Chunk
+    from kb.store.milvus_client import client_for, create_collection, row_entity, visible_filter
+
+    rng = np.random.default_rng(0)
+    vecs = rng.standard_normal((n, DIM)).astype(np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    client = client_for(str(Path(tempfile.mkdtemp(prefix="kbbench-")) / "lite.db"))
+    create_collection(client, "f", DIM, "FLAT")
+    rows = []
+    for i in range(n):
+        c = Chunk(f"c{i}", "x " * 100, "a.md", None, [], 0, 1, "h", ["hr"] if i % 10 == 0 else [])
+        rows.append(row_entity(i + 1, c, vecs[i], 1))
+    for i in range(0, n, 1000):
+        client.insert("f", rows[i : i + 1000])
+    spellings = {
+        "none": "",
+        "generation": visible_filter(1, None),
+        "generation+access (array functions)": visible_filter(1, frozenset({"it"}), True),
+        "generation+access (LIKE)": visible_filter(1, frozenset({"it"}), False),
+    }
+    out = []
+    for state in ("unflushed", "flushed"):
+        if state == "flushed":
+            client.flush("f")
+        for name, expr in spellings.items():
+            lat = []
+            for q in vecs[:20]:
+                t = time.perf_counter()
+                client.search("f", data=[q.tolist()], limit=K, filter=expr, output_fields=[])
+                lat.append((time.perf_counter() - t) * 1000)
+            out.append(
+                {"rows": n, "segment": state, "filter": name, "p50_ms": round(float(np.median(lat)), 1)}
+            )
+    return out
+
+
 def _server(data: Path) -> tuple[subprocess.Popen, str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -137,7 +178,12 @@ def main() -> None:
     ap.add_argument("--backends", nargs="+", default=["faiss", "milvus-lite", "milvus-server"])
     ap.add_argument("--out", type=Path)
     ap.add_argument("--one", nargs=3, metavar=("BACKEND", "N", "URI"), help=argparse.SUPPRESS)
+    ap.add_argument("--lite-filters", type=int, metavar="N", help="only the Milvus Lite filter comparison")
     args = ap.parse_args()
+    if args.lite_filters:
+        for line in lite_filters(args.lite_filters):
+            print(json.dumps(line), flush=True)
+        return
     if args.one:
         print(json.dumps(one(args.one[0], int(args.one[1]), "" if args.one[2] == "-" else args.one[2])))
         return
@@ -173,6 +219,7 @@ def main() -> None:
             "milvus_lite": __import__("milvus_lite").__version__,
             "command": "python bench/milvus.py " + " ".join(sys.argv[1:]),
             "note": "random unit vectors (dim 384) and generated text; one run per row",
+            "load_average_1m_at_end": round(__import__("os").getloadavg()[0], 1),
         }
         args.out.write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n", encoding="utf-8")
 

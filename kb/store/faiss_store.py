@@ -78,6 +78,7 @@ class FaissStore(Store):
         self._index = None
         self._cols = self._dept_col = ""
         self._access: tuple[np.ndarray, dict[str, np.ndarray]] | None = None
+        self._selectors: dict[frozenset[str], tuple[int, Any]] = {}  # departments → (visible rows, selector)
 
     def refresh(self) -> bool:
         manifest = read_manifest(self.dir)
@@ -105,6 +106,7 @@ class FaissStore(Store):
             self._db.close()
         self._db, self.manifest, self.generation = db, manifest, manifest["live"]
         self._access = None
+        self._selectors = {}
 
     @property
     def db(self) -> sqlite3.Connection:
@@ -125,11 +127,19 @@ class FaissStore(Store):
         else:
             import faiss
 
-            allowed = self._visible_rows(departments)
-            if allowed.size == 0:
+            if departments not in self._selectors:
+                if len(self._selectors) >= 256:  # bounded: department sets are few in practice
+                    self._selectors.clear()
+                allowed = self._visible_rows(departments)
+                self._selectors[departments] = (
+                    allowed.size,
+                    faiss.IDSelectorBatch(allowed),
+                )  # copies the ids
+            n_allowed, selector = self._selectors[departments]
+            if n_allowed == 0:
                 return []
-            params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(allowed))
-            scores, ids = self._index.search(q, min(k, allowed.size), params=params)
+            params = faiss.SearchParameters(sel=selector)
+            scores, ids = self._index.search(q, min(k, n_allowed), params=params)
         return [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
 
     def _visible_rows(self, departments: frozenset[str]) -> np.ndarray:

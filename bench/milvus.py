@@ -2,9 +2,11 @@
 
 Random unit vectors (dim 384, e5-small's) and generated text, NOT real embeddings: latency and memory
 depend on sizes, not content; recall of an approximate index on random vectors is a pessimistic case
-(real text embeddings cluster). Each (backend, size) runs in its own process so peak RSS is its own.
+(real text embeddings cluster).
 Everything goes through kb's store interface (Writer.put_file/commit, Store.search_vectors), as ingest
-and search use it: 10 chunks per file, 10% of chunks restricted to one department.
+and search use it: 10 chunks per file, 10% of chunks restricted to one department. Writing and
+searching run in two fresh processes; reader_rss_mb is what opening the store and searching added
+to the reader's resident memory (for milvus-lite the engine runs inside the reader).
 
     .venv/bin/python bench/milvus.py --sizes 10000 100000 --out bench/results/milvus.json
 
@@ -19,7 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import resource
+import shutil
 import socket
 import subprocess
 import sys
@@ -53,38 +55,64 @@ def _files(n: int, rng: np.random.Generator) -> list[list]:
     return files
 
 
-def one(backend: str, n: int, uri: str) -> dict:
-    from kb.config import StoreConfig
-    from kb.store import FileRecord, Store, Writer
+def _vectors(n: int) -> np.ndarray:
+    vecs = np.random.default_rng(0).standard_normal((n, DIM)).astype(np.float32)
+    return vecs / np.linalg.norm(vecs, axis=1, keepdims=True)
 
-    rng = np.random.default_rng(0)
-    vecs = rng.standard_normal((n, DIM)).astype(np.float32)
-    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+
+def _rss_mb() -> float:
+    status = Path("/proc/self/status").read_text()
+    return int(next(ln for ln in status.splitlines() if ln.startswith("VmRSS")).split()[1]) / 1024
+
+
+def write(backend: str, n: int, uri: str, kb: Path) -> dict:
+    """Ingest side: n chunks through Writer.put_file (one call per file) and commit."""
+    from kb.config import StoreConfig
+    from kb.store import FileRecord, Writer
+
+    vecs = _vectors(n)
     cfg = StoreConfig(backend="faiss" if backend == "faiss" else "milvus", uri=uri, collection=f"b{n}")
-    kb = Path(tempfile.mkdtemp(prefix="kbbench-"))
-    manifest = {"embedder": {"name": "random", "dim": DIM}, "chunk": {}}
-    files = _files(n, rng)
+    files = _files(n, np.random.default_rng(1))
     tokens = [[c.text.split() for c in chunks] for chunks in files]
     t0 = time.perf_counter()
     with Writer(kb, store=cfg) as w:
         i = 0
         for chunks, toks in zip(files, tokens, strict=True):
-            record = FileRecord(chunks[0].source, "x", 1, len(chunks), 0.0)
-            w.put_file(record, chunks, vecs[i : i + len(chunks)], toks)
+            w.put_file(
+                FileRecord(chunks[0].source, "x", 1, len(chunks), 0.0),
+                chunks,
+                vecs[i : i + len(chunks)],
+                toks,
+            )
             i += len(chunks)
         t_put = time.perf_counter() - t0
-        w.commit(manifest)
+        w.commit({"embedder": {"name": "random", "dim": DIM}, "chunk": {}})
     t_insert = time.perf_counter() - t0
+    return {
+        "put_rows_per_s": round(n / t_put),
+        "insert_and_commit_s": round(t_insert, 2),
+        "rows_per_s": round(n / t_insert),
+        "disk_mb": round(sum(p.stat().st_size for p in kb.rglob("*") if p.is_file()) / 2**20, 1),
+    }
+
+
+def read(n: int, kb: Path) -> dict:
+    """Search side, in a fresh process: what a reader holds in memory, latency, recall."""
+    from kb.store import Store
+
+    base = _rss_mb()
     t0 = time.perf_counter()
     store = Store.open(kb)
-    t_open = time.perf_counter() - t0
+    out: dict = {"open_s": round(time.perf_counter() - t0, 2)}
     # Queries near stored chunks (a stored vector plus noise), like a question close to its passage.
-    picks = rng.integers(0, n, QUERIES)
-    qs = vecs[picks] + rng.standard_normal((QUERIES, DIM)).astype(np.float32) * 0.08
+    rng = np.random.default_rng(2)
+    vecs = _vectors(n)
+    qs = vecs[rng.integers(0, n, QUERIES)] + rng.standard_normal((QUERIES, DIM)).astype(np.float32) * 0.08
     qs /= np.linalg.norm(qs, axis=1, keepdims=True)
+    exact = np.argsort(-(qs @ vecs.T), axis=1)[:, :10] + 1  # rows are 1-based in insertion order
+    del vecs
     for q in qs[:5]:
         store.search_vectors(q, K)
-    out = {"backend": backend, "chunks": n, "dim": DIM}
     for name, deps in (("search", None), ("search_filtered", frozenset({"it"}))):
         lat, hits = [], []
         for q in qs:
@@ -94,26 +122,30 @@ def one(backend: str, n: int, uri: str) -> dict:
         out[f"{name}_p50_ms"] = round(float(np.percentile(lat, 50)), 2)
         out[f"{name}_p95_ms"] = round(float(np.percentile(lat, 95)), 2)
         if deps is None:
-            exact = np.argsort(-(qs @ vecs.T), axis=1)[:, :10] + 1  # rows are 1-based in insertion order
             got = [{r for r, _ in h[:10]} for h in hits]
-            out["recall_at_10"] = round(
-                float(np.mean([len(g & set(e)) / 10 for g, e in zip(got, exact, strict=True)])), 4
-            )
+            recall = [len(g & set(e)) / 10 for g, e in zip(got, exact, strict=True)]
+            out["recall_at_10"] = round(float(np.mean(recall)), 4)
         else:  # nothing of department "hr" may come back
-            restricted = {i + 1 for i in range(0, n, 10)}
-            assert not any(r in restricted for h in hits for r, _ in h)
-    t = time.perf_counter()
-    rows = [r for r, _ in store.search_vectors(qs[0], 5)]
-    store.chunks(rows), store.vectors(rows)
-    out["fetch_5_chunks_ms"] = round((time.perf_counter() - t) * 1000, 2)
-    out.update(
-        put_rows_per_s=round(n / t_put),
-        insert_and_commit_s=round(t_insert, 2),
-        rows_per_s=round(n / t_insert),
-        open_s=round(t_open, 2),
-        peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
-        disk_mb=round(sum(p.stat().st_size for p in kb.rglob("*") if p.is_file()) / 2**20, 1),
-    )
+            assert not any((r - 1) % 10 == 0 for h in hits for r, _ in h)
+    lat = []
+    for q in qs[:20]:
+        rows = [r for r, _ in store.search_vectors(q, 5)]
+        t = time.perf_counter()
+        store.chunks(rows), store.vectors(rows)
+        lat.append((time.perf_counter() - t) * 1000)
+    out["fetch_5_chunks_p50_ms"] = round(float(np.median(lat)), 2)
+    out["reader_rss_mb"] = round(_rss_mb() - base - qs.nbytes / 2**20 - exact.nbytes / 2**20)
+    return out
+
+
+def one(backend: str, n: int, uri: str) -> dict:
+    kb = Path(tempfile.mkdtemp(prefix="kbbench-"))
+    out = {"backend": backend, "chunks": n, "dim": DIM}
+    for phase in ("write", "read"):
+        cmd = [sys.executable, __file__, "--phase", phase, backend, str(n), uri, str(kb)]
+        res = subprocess.run(cmd, check=True, capture_output=True, text=True)
+        out.update(json.loads(res.stdout.strip().splitlines()[-1]))
+    shutil.rmtree(kb, ignore_errors=True)
     return out
 
 
@@ -177,15 +209,23 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
     ap.add_argument("--backends", nargs="+", default=["faiss", "milvus-lite", "milvus-server"])
     ap.add_argument("--out", type=Path)
-    ap.add_argument("--one", nargs=3, metavar=("BACKEND", "N", "URI"), help=argparse.SUPPRESS)
+    ap.add_argument(
+        "--phase", nargs=5, metavar=("PHASE", "BACKEND", "N", "URI", "KB"), help=argparse.SUPPRESS
+    )
     ap.add_argument("--lite-filters", type=int, metavar="N", help="only the Milvus Lite filter comparison")
     args = ap.parse_args()
     if args.lite_filters:
         for line in lite_filters(args.lite_filters):
             print(json.dumps(line), flush=True)
         return
-    if args.one:
-        print(json.dumps(one(args.one[0], int(args.one[1]), "" if args.one[2] == "-" else args.one[2])))
+    if args.phase:
+        phase, backend, n, uri, kb = args.phase
+        res = (
+            write(backend, int(n), "" if uri == "-" else uri, Path(kb))
+            if phase == "write"
+            else read(int(n), Path(kb))
+        )
+        print(json.dumps(res))
         return
     results = []
     for backend in args.backends:
@@ -194,12 +234,7 @@ def main() -> None:
             uri = "-"
             if backend == "milvus-server":
                 server, uri = _server(Path(tempfile.mkdtemp(prefix="kbbench-srv-")) / "server.db")
-            cmd = [sys.executable, __file__, "--one", backend, str(n), uri]
-            line = (
-                subprocess.run(cmd, check=True, capture_output=True, text=True)
-                .stdout.strip()
-                .splitlines()[-1]
-            )
+            line = json.dumps(one(backend, n, uri))
             if server is not None:
                 server_rss = Path(f"/proc/{server.pid}/status").read_text()
                 rss = next(ln for ln in server_rss.splitlines() if ln.startswith("VmHWM"))

@@ -107,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "uri", nargs="?", default="", help="milvus: http://host:19530 or a .db file (default <kb>/milvus.db)"
     )
-    p.add_argument("--collection", default="kb", help="milvus: collection name prefix")
+    p.add_argument("--collection", default="", help="milvus: collection name prefix (default kb_<random id>)")
     _common(p)
     return ap
 

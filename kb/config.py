@@ -48,7 +48,8 @@ class StoreConfig:
     backend: str = ""  # key of kb.store.STORES for a new knowledge base ("" = faiss); an existing one
     # keeps the backend its manifest names (`kb migrate --to milvus URI` moves it)
     uri: str = ""  # milvus: "" = Milvus Lite file <kb_dir>/milvus.db; a path ending .db, or http://host:19530
-    collection: str = "kb"  # milvus: collection name prefix; one per knowledge base on a shared cluster
+    collection: str = ""  # milvus: collection name prefix; "" = kb_<random id> for a new knowledge base,
+    # so knowledge bases sharing a cluster never touch each other's collections
     index: str = ""  # milvus: vector index of a new collection; "" = FLAT (exact) on a Milvus Lite file,
     # HNSW on a server (measured recall in docs/scaling.md); any Milvus index type name otherwise
 

@@ -99,7 +99,7 @@ def migrate(
     to: str,
     uri: str = "",
     *,
-    collection: str = "kb",
+    collection: str = "",
     keep: int = 2,
     progress: bool = True,
 ) -> MigrateReport:

@@ -23,6 +23,7 @@ import os
 import shutil
 import sqlite3
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -208,7 +209,11 @@ class MilvusWriter(Writer):
             (manifest.get("store") or {}) if manifest.get("store", {}).get("backend") == "milvus" else {}
         )
         self.uri = normalize_uri(self.dir, getattr(store, "uri", "") or previous.get("uri", ""))
-        self.prefix = getattr(store, "collection", "") or previous.get("collection", "") or "kb"
+        # A random prefix by default: a writer drops its prefix's collections that no generation uses,
+        # so two knowledge bases must never share one.
+        self.prefix = (
+            getattr(store, "collection", "") or previous.get("collection", "") or f"kb_{uuid.uuid4().hex[:8]}"
+        )
         self.client = client_for(resolve_uri(self.dir, self.uri))
         self.index = index_type(self.uri, getattr(store, "index", ""))
         live = manifest.get("live")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 from kb.config import StoreConfig
@@ -64,4 +66,6 @@ def test_default_uri_is_a_lite_file_in_the_kb_and_recorded_as_such(tmp_path):
     build(tmp_path, MILVUS, {"a.md": (["one"], [unit(1)])})
     s = Store.open(tmp_path)
     assert (tmp_path / "milvus.db").exists()
-    assert s.manifest["store"] == {"backend": "milvus", "uri": "", "collection": "kb"}
+    assert s.manifest["store"]["backend"] == "milvus" and s.manifest["store"]["uri"] == ""
+    assert re.fullmatch(r"kb_[0-9a-f]{8}", s.manifest["store"]["collection"])  # unique per knowledge base
+    assert s.collection == s.manifest["store"]["collection"] + "_g1"

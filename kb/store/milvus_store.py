@@ -44,6 +44,7 @@ from kb.store.base import (
 from kb.store.manifest import fsync_dir, read_manifest, write_manifest
 from kb.store.milvus_client import (
     CHUNK_FIELDS,
+    GET_BATCH,
     MAX_GEN,
     client_for,
     create_collection,
@@ -245,11 +246,19 @@ class MilvusWriter(Writer):
         if not self.client.has_collection(self.collection):
             return
         self.client.delete(self.collection, filter=f"gen_from > {above}")
-        retired = self.client.query(
-            self.collection, filter=f"gen_to > {above} and gen_to < {MAX_GEN}", output_fields=["*"]
+        it = self.client.query_iterator(
+            self.collection,
+            batch_size=GET_BATCH,
+            filter=f"gen_to > {above} and gen_to < {MAX_GEN}",
+            output_fields=["row"],
         )
-        if retired:
-            self.client.upsert(self.collection, [{**e, "gen_to": MAX_GEN} for e in retired])
+        rows = []
+        while batch := it.next():
+            rows.extend(int(e["row"]) for e in batch)
+        it.close()
+        for i in range(0, len(rows), GET_BATCH):  # whole rows (vectors too) a batch at a time
+            kept = fetch(self.client, self.collection, rows[i : i + GET_BATCH], ["*"])
+            self.client.upsert(self.collection, [{**e, "gen_to": MAX_GEN} for _, e in kept])
 
     def _drop_unused(self, keep: set[str]) -> None:
         """Drop this knowledge base's collections that no generation on disk uses (a crashed fresh
@@ -280,8 +289,10 @@ class MilvusWriter(Writer):
             self.pending = [e for e in self.pending if e["row"] not in mine]
             self._delete_rows(sorted(mine))
             old = [r for r in rows if r < self.first_row]
-            if old:  # retire: still visible to the live generation, not to this one
-                kept = fetch(self.client, self.collection, old, ["*"])
+            for i in range(
+                0, len(old), GET_BATCH
+            ):  # retire: still visible to the live generation, not to this one
+                kept = fetch(self.client, self.collection, old[i : i + GET_BATCH], ["*"])
                 self.client.upsert(self.collection, [{**e, "gen_to": self.number} for _, e in kept])
         self.db.execute("DELETE FROM chunks WHERE source = ?", (source,))
         self.db.execute("DELETE FROM files WHERE source = ?", (source,))

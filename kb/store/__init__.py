@@ -3,6 +3,6 @@ live one. Writers build a new generation beside the live one and switch atomical
 any point leaves the previous generation live and readable. Two backends (STORES): FAISS + SQLite
 on local disk, and Milvus (Milvus Lite file or a cluster)."""
 
-from kb.store.store import STORES, FileRecord, Store, Writer
+from kb.store.base import STORES, FileRecord, Store, Writer
 
 __all__ = ["STORES", "FileRecord", "Store", "Writer"]

@@ -32,7 +32,7 @@ from kb.store.manifest import read_manifest
 
 # Backend name → "module:StoreClass,WriterClass". Import paths, so choosing FAISS never imports pymilvus.
 STORES: dict[str, str] = {
-    "faiss": "kb.store.faiss_store:FaissStore,FaissWriter",  # SQLite + FAISS files per generation
+    "faiss": "kb.store.store:FaissStore,FaissWriter",  # SQLite + FAISS files per generation
     "milvus": "kb.store.milvus_store:MilvusStore,MilvusWriter",  # Milvus Lite file or cluster URI
 }
 

@@ -1,20 +1,14 @@
-"""The Milvus backend: chunks and vectors in a Milvus collection, bookkeeping on local disk.
+"""The Milvus backend: chunks and vectors in a Milvus collection (a Milvus Lite file served inside
+this process by default, or a server/cluster URI), bookkeeping on local disk. docs/scaling.md has
+the design; in short:
 
-`store.uri` "" is Milvus Lite, a local file `<kb_dir>/milvus.db` served inside this process (the
-`milvus-lite` package); `http://host:19530` is a Milvus server or cluster, with the same code.
-
-Generations without copying the collection: every Milvus row carries `gen_from` and `gen_to`, and
-generation g sees exactly the rows with gen_from <= g < gen_to (a filter inside every search). The
-writer of generation n inserts new rows with gen_from = n (invisible to the live n-1) and retires
-replaced rows by setting gen_to = n (still visible to n-1); the manifest switch then makes n live
-at once. An abort or a crash is undone by the next writer (rows with gen_from > live are deleted,
-gen_to > live is reset). Rows no kept generation can see are deleted when generations are pruned.
-A fresh build (first ingest, or the embedder changed) goes into a new collection `<prefix>_g<n>`,
-dropped once no kept generation uses it.
-
-Local `generations/<n>/chunks.sqlite` holds the files table (as in the FAISS backend), the chunk
-rows (row, id, source, tokens) and the collection name; BM25 is kb's own, built at commit from the
-stored tokens exactly as in the FAISS backend, so keyword results are the same on both.
+Every row carries gen_from/gen_to and generation g sees the rows with gen_from <= g < gen_to (a
+filter inside every search). Writer n inserts rows with gen_from = n (invisible to the live n-1)
+and retires replaced rows with gen_to = n (still visible to n-1); the manifest switch makes n live
+at once. The next writer undoes what a crashed one left; pruning deletes rows no kept generation
+sees. A fresh build goes into a new collection `<prefix>_g<n>`. generations/<n>/chunks.sqlite holds
+the files table, the chunk rows (row, id, source, tokens) and the collection name; BM25 is kb's own,
+built from those tokens as in the FAISS backend.
 """
 
 from __future__ import annotations

@@ -27,6 +27,7 @@ import numpy as np
 from kb.errors import EmptyKnowledgeBase, StoreError
 from kb.keyword import BM25Index
 from kb.schema import Chunk
+from kb.store import milvus_client as mc
 from kb.store.base import (
     FileRecord,
     Store,
@@ -36,22 +37,6 @@ from kb.store.base import (
     release_write_lock,
 )
 from kb.store.manifest import fsync_dir, read_manifest, write_manifest
-from kb.store.milvus_client import (
-    CHUNK_FIELDS,
-    GET_BATCH,
-    MAX_GEN,
-    client_for,
-    create_collection,
-    entity_to_chunk,
-    fetch,
-    index_type,
-    is_lite,
-    normalize_uri,
-    resolve_uri,
-    row_entity,
-    search_params,
-    visible_filter,
-)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
@@ -110,9 +95,9 @@ class MilvusStore(Store):
         collection = _meta(db, "collection")
         if collection is None:
             raise StoreError(f"{gen_dir}: not a Milvus generation (no collection recorded)")
-        self.client = client_for(resolve_uri(self.dir, manifest["store"].get("uri", "")))
+        self.client = mc.client_for(mc.resolve_uri(self.dir, manifest["store"].get("uri", "")))
         self.client.load_collection(collection)
-        self.array_ops = not is_lite(self.client)
+        self.array_ops = not mc.is_lite(self.client)
         self.keyword = BM25Index.load(gen_dir)
         if self._db is not None:
             self._db.close()
@@ -140,19 +125,21 @@ class MilvusStore(Store):
             self.collection,
             data=[np.asarray(query, np.float32).tolist()],
             limit=k,
-            filter=visible_filter(self.generation, departments, self.array_ops),
+            filter=mc.visible_filter(self.generation, departments, self.array_ops),
             output_fields=[],
-            search_params=search_params(self.index, k),
+            search_params=mc.search_params(self.index, k),
         )
         return [(int(h["row"]), float(h["distance"])) for h in res[0]]
 
     def chunks(self, rows: list[int]) -> dict[int, Chunk]:
-        return {r: entity_to_chunk(e) for r, e in fetch(self.client, self.collection, rows, CHUNK_FIELDS)}
+        return {
+            r: mc.entity_to_chunk(e) for r, e in mc.fetch(self.client, self.collection, rows, mc.CHUNK_FIELDS)
+        }
 
     def vectors(self, rows: list[int]) -> dict[int, np.ndarray]:
         return {
             r: np.asarray(e["vector"], np.float32)
-            for r, e in fetch(self.client, self.collection, rows, ["vector"])
+            for r, e in mc.fetch(self.client, self.collection, rows, ["vector"])
         }
 
     def chunk_by_id(self, chunk_id: str) -> Chunk | None:
@@ -174,8 +161,10 @@ class MilvusStore(Store):
             local = self.db.execute(
                 "SELECT row, tokens FROM chunks WHERE source = ? ORDER BY row", (record.source,)
             ).fetchall()
-            got = dict(fetch(self.client, self.collection, [r for r, _ in local], [*CHUNK_FIELDS, "vector"]))
-            chunks = [entity_to_chunk(got[r]) for r, _ in local]
+            got = dict(
+                mc.fetch(self.client, self.collection, [r for r, _ in local], [*mc.CHUNK_FIELDS, "vector"])
+            )
+            chunks = [mc.entity_to_chunk(got[r]) for r, _ in local]
             vectors = np.asarray([got[r]["vector"] for r, _ in local], np.float32).reshape(-1, dim)
             yield record, chunks, vectors, [t.split() for _, t in local]
 
@@ -203,14 +192,14 @@ class MilvusWriter(Writer):
         previous = (
             (manifest.get("store") or {}) if manifest.get("store", {}).get("backend") == "milvus" else {}
         )
-        self.uri = normalize_uri(self.dir, getattr(store, "uri", "") or previous.get("uri", ""))
+        self.uri = mc.normalize_uri(self.dir, getattr(store, "uri", "") or previous.get("uri", ""))
         # A random prefix by default: a writer drops its prefix's collections that no generation uses,
         # so two knowledge bases must never share one.
         self.prefix = (
             getattr(store, "collection", "") or previous.get("collection", "") or f"kb_{uuid.uuid4().hex[:8]}"
         )
-        self.client = client_for(resolve_uri(self.dir, self.uri))
-        self.index = index_type(self.uri, getattr(store, "index", ""))
+        self.client = mc.client_for(mc.resolve_uri(self.dir, self.uri))
+        self.index = mc.index_type(self.uri, getattr(store, "index", ""))
         live = manifest.get("live")
         live_dir = self.dir / "generations" / str(live)
         existing = [int(p.name) for p in (self.dir / "generations").iterdir() if p.name.isdigit()]
@@ -242,17 +231,17 @@ class MilvusWriter(Writer):
         self.client.delete(self.collection, filter=f"gen_from > {above}")
         it = self.client.query_iterator(
             self.collection,
-            batch_size=GET_BATCH,
-            filter=f"gen_to > {above} and gen_to < {MAX_GEN}",
+            batch_size=mc.GET_BATCH,
+            filter=f"gen_to > {above} and gen_to < {mc.MAX_GEN}",
             output_fields=["row"],
         )
         rows = []
         while batch := it.next():
             rows.extend(int(e["row"]) for e in batch)
         it.close()
-        for i in range(0, len(rows), GET_BATCH):  # whole rows (vectors too) a batch at a time
-            kept = fetch(self.client, self.collection, rows[i : i + GET_BATCH], ["*"])
-            self.client.upsert(self.collection, [{**e, "gen_to": MAX_GEN} for _, e in kept])
+        for i in range(0, len(rows), mc.GET_BATCH):  # whole rows (vectors too) a batch at a time
+            kept = mc.fetch(self.client, self.collection, rows[i : i + mc.GET_BATCH], ["*"])
+            self.client.upsert(self.collection, [{**e, "gen_to": mc.MAX_GEN} for _, e in kept])
 
     def _drop_unused(self, keep: set[str]) -> None:
         """Drop this knowledge base's collections that no generation on disk uses (a crashed fresh
@@ -284,9 +273,9 @@ class MilvusWriter(Writer):
             self._delete_rows(sorted(mine))
             old = [r for r in rows if r < self.first_row]
             for i in range(
-                0, len(old), GET_BATCH
+                0, len(old), mc.GET_BATCH
             ):  # retire: still visible to the live generation, not to this one
-                kept = fetch(self.client, self.collection, old[i : i + GET_BATCH], ["*"])
+                kept = mc.fetch(self.client, self.collection, old[i : i + mc.GET_BATCH], ["*"])
                 self.client.upsert(self.collection, [{**e, "gen_to": self.number} for _, e in kept])
         self.db.execute("DELETE FROM chunks WHERE source = ?", (source,))
         self.db.execute("DELETE FROM files WHERE source = ?", (source,))
@@ -311,14 +300,14 @@ class MilvusWriter(Writer):
             (record.source, record.sha256, record.size, len(chunks), record.ingested_at),
         )
         self.pending.extend(
-            row_entity(r, c, v, self.number) for r, c, v in zip(rows, chunks, vectors, strict=True)
+            mc.row_entity(r, c, v, self.number) for r, c, v in zip(rows, chunks, vectors, strict=True)
         )
         if len(self.pending) >= FLUSH_ROWS:
             self._flush(len(self.pending[0]["vector"]))
 
     def _flush(self, dim: int) -> None:
         if not self.client.has_collection(self.collection):
-            create_collection(self.client, self.collection, dim, self.index)
+            mc.create_collection(self.client, self.collection, dim, self.index)
         for i in range(0, len(self.pending), FLUSH_ROWS):
             self.client.insert(self.collection, self.pending[i : i + FLUSH_ROWS])
         self.pending = []
@@ -391,10 +380,7 @@ class MilvusWriter(Writer):
         self.closed = True
         try:
             self.pending = []
-            try:
-                self.db.close()
-            except sqlite3.ProgrammingError:
-                pass
+            self.db.close()  # a no-op when commit closed it already
             if self.created:
                 if self.client.has_collection(self.collection):
                     self.client.drop_collection(self.collection)

@@ -4,7 +4,6 @@ subprocess: the code path a cluster URI takes, with the HNSW index a server gets
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
 import socket
 import subprocess
@@ -15,12 +14,14 @@ import pytest
 
 from kb.config import StoreConfig
 
-MILVUS_MISSING = (
-    importlib.util.find_spec("milvus_lite") is None or importlib.util.find_spec("pymilvus") is None
-)
-needs_milvus = pytest.mark.skipif(
-    MILVUS_MISSING, reason="pymilvus/milvus-lite not installed: pip install -e '.[milvus]'"
-)
+try:
+    import milvus_lite  # noqa: F401
+    import pymilvus  # noqa: F401
+
+    MILVUS_MISSING = ""
+except ImportError as e:  # the only reason to skip: the optional packages cannot be imported
+    MILVUS_MISSING = f"pymilvus/milvus-lite cannot be imported ({e}): pip install -e '.[milvus]'"
+needs_milvus = pytest.mark.skipif(bool(MILVUS_MISSING), reason=MILVUS_MISSING)
 _names = itertools.count()
 
 

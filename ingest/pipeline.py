@@ -162,7 +162,7 @@ def ingest(
             "embedder or chunk settings changed since the last ingest: rebuilding everything", file=sys.stderr
         )
 
-    with Writer(kb_dir, fresh=fresh) as writer:
+    with Writer(kb_dir, fresh=fresh, store=cfg.store) as writer:
         pending: list[tuple[FileRecord, list[Chunk], bool]] = []
         seen: set[str] = set()
         limit = cfg.ingest.max_file_mb * 1024 * 1024
@@ -253,7 +253,7 @@ def _versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
     out = {}
-    for pkg in ("kb", "faiss-cpu", "jieba", "torch", "transformers", "sentence-transformers"):
+    for pkg in ("kb", "faiss-cpu", "pymilvus", "jieba", "torch", "transformers", "sentence-transformers"):
         try:
             out[pkg] = version(pkg)
         except PackageNotFoundError:

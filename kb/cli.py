@@ -100,6 +100,14 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--out", type=Path, required=True)
     _common(q)
     _ui_parsers(sub)
+
+    p = sub.add_parser("migrate", help="move the knowledge base to another store backend (no re-embedding)")
+    p.add_argument("--to", required=True, help="target backend: milvus or faiss")
+    p.add_argument(
+        "uri", nargs="?", default="", help="milvus: http://host:19530 or a .db file (default <kb>/milvus.db)"
+    )
+    p.add_argument("--collection", default="", help="milvus: collection name prefix (default kb_<random id>)")
+    _common(p)
     return ap
 
 
@@ -282,6 +290,22 @@ def cmd_feedback(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from kb.store.migrate import migrate
+
+    cfg = config_from_args(args)
+    report = migrate(
+        cfg.kb_dir, args.to, args.uri, collection=args.collection, keep=cfg.ingest.keep_generations
+    )
+    print(json.dumps(report.to_json()) if args.json else report.summary())
+    if cfg.store.backend not in ("", args.to):
+        print(
+            f"note: your config sets store.backend={cfg.store.backend}; remove it (the manifest decides)",
+            file=sys.stderr,
+        )
+    return 0
+
+
 COMMANDS = {
     "ingest": cmd_ingest,
     "search": cmd_search,
@@ -294,6 +318,7 @@ COMMANDS = {
     "models": cmd_models,
     "ui": cmd_ui,
     "feedback": cmd_feedback,
+    "migrate": cmd_migrate,
 }
 
 if __name__ == "__main__":

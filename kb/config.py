@@ -48,6 +48,17 @@ class IngestConfig:
 
 
 @dataclass
+class StoreConfig:
+    backend: str = ""  # key of kb.store.STORES for a new knowledge base ("" = faiss); an existing one
+    # keeps the backend its manifest names (`kb migrate --to milvus URI` moves it)
+    uri: str = ""  # milvus: "" = Milvus Lite file <kb_dir>/milvus.db; a path ending .db, or http://host:19530
+    collection: str = ""  # milvus: collection name prefix; "" = kb_<random id> for a new knowledge base,
+    # so knowledge bases sharing a cluster never touch each other's collections
+    index: str = ""  # milvus: vector index of a new collection; "" = FLAT (exact) on a Milvus Lite file,
+    # HNSW on a server (measured recall in docs/scaling.md); any Milvus index type name otherwise
+
+
+@dataclass
 class EmbedderConfig:
     name: str = "e5-small"  # key of kb.embed.EMBEDDERS
     model: str = ""  # path or hub id, for embedders that take one (sentence-transformers)
@@ -134,6 +145,7 @@ class Config:
     kb_dir: str = "kb_data"
     chunk: ChunkConfig = field(default_factory=ChunkConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
     embedder: EmbedderConfig = field(default_factory=EmbedderConfig)
     retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)

@@ -27,6 +27,7 @@ class Chunk:
     start: int  # character span inside its Document's text
     end: int
     hash: str  # sha1 of text
+    departments: list[str] = field(default_factory=list)  # who may see it; empty = everyone
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

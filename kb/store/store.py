@@ -1,4 +1,8 @@
-"""Store (reader of the live generation) and Writer (builder of the next one).
+"""The FAISS + SQLite backend: FaissStore (reader of the live generation) and FaissWriter (builder
+of the next one). Everything lives on local disk in the knowledge base directory.
+
+`Store` and `Writer`, imported here, are the interface (kb/store/base.py): `Store.open(kb_dir)` and
+`Writer(kb_dir)` return this backend or the Milvus one, whichever the manifest names.
 
 Layout of a knowledge base directory:
     manifest.json            live generation, embedder, chunk settings, versions, stats
@@ -10,22 +14,30 @@ Layout of a knowledge base directory:
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import shutil
 import sqlite3
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from kb.errors import EmptyKnowledgeBase, IngestLocked, StoreError
+from kb.errors import EmptyKnowledgeBase, StoreError
 from kb.keyword import BM25Index
 from kb.schema import Chunk
+from kb.store.base import (
+    FileRecord,
+    Store,
+    Writer,
+    acquire_write_lock,
+    check_put,
+    release_write_lock,
+)
 from kb.store.manifest import fsync_dir, read_manifest, write_manifest
 
 SCHEMA = """
@@ -36,24 +48,15 @@ CREATE TABLE IF NOT EXISTS files (
 CREATE TABLE IF NOT EXISTS chunks (
     row INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL, source TEXT NOT NULL, page INTEGER,
     headings TEXT NOT NULL, start INTEGER NOT NULL, "end" INTEGER NOT NULL, hash TEXT NOT NULL,
-    text TEXT NOT NULL, tokens TEXT NOT NULL, vector BLOB NOT NULL
+    text TEXT NOT NULL, tokens TEXT NOT NULL, vector BLOB NOT NULL, departments TEXT NOT NULL DEFAULT '[]'
 );
 CREATE INDEX IF NOT EXISTS chunks_source ON chunks(source);
 CREATE INDEX IF NOT EXISTS chunks_id ON chunks(id);
 """
 
 
-@dataclass
-class FileRecord:
-    source: str
-    sha256: str
-    size: int
-    n_chunks: int
-    ingested_at: float
-
-
 def _row_to_chunk(r: tuple) -> Chunk:
-    _, cid, source, page, headings, start, end, h, text = r
+    _, cid, source, page, headings, start, end, h, text, departments = r
     return Chunk(
         id=cid,
         text=text,
@@ -63,10 +66,12 @@ def _row_to_chunk(r: tuple) -> Chunk:
         start=start,
         end=end,
         hash=h,
+        departments=json.loads(departments),
     )
 
 
-_CHUNK_COLS = 'row, id, source, page, headings, start, "end", hash, text'
+def _has_departments(db: sqlite3.Connection) -> bool:
+    return "departments" in {r[1] for r in db.execute("PRAGMA table_info(chunks)")}
 
 
 @dataclass(frozen=True)
@@ -78,28 +83,27 @@ class _Snapshot:
     db: sqlite3.Connection
     index: Any  # faiss.Index
     keyword: BM25Index
+    cols: str  # the chunk columns to select (generations from before access control lack departments)
+    dept_col: str
+    # Access-filter caches of this generation, filled on first use (see _visible_rows).
+    access: dict[str, Any] = field(default_factory=dict)
+    selectors: dict[frozenset[str], tuple[int, Any]] = field(default_factory=dict)
 
 
-class Store:
-    """Read-only view of one committed generation. Cheap to keep open; `refresh()` follows the live one.
-
-    Thread-safe: a thread keeps reading the generation it last refreshed to (its pinned snapshot)
+class FaissStore(Store):
+    """Thread-safe: a thread keeps reading the generation it last refreshed to (its pinned snapshot)
     until it calls `refresh()` itself, so a search never mixes two generations when another thread
-    switches meanwhile. Snapshots are shared between threads (loaded once per generation); an old
-    one is closed when no thread holds it any more. SQLite connections are opened read-only and used
-    from several threads (SQLite's default serialized mode)."""
+    switches meanwhile. Snapshots are shared between threads (loaded once per generation). SQLite
+    connections are opened read-only and used from several threads (SQLite's serialized mode)."""
+
+    backend = "faiss"
 
     def __init__(self, kb_dir: str | os.PathLike):
+        # No Store.__init__: generation, manifest and keyword are read-only views of the snapshot.
         self.dir = Path(kb_dir)
         self._latest: _Snapshot | None = None
         self._local = threading.local()
         self._load_lock = threading.Lock()
-
-    @classmethod
-    def open(cls, kb_dir: str | os.PathLike) -> Store:
-        store = cls(kb_dir)
-        store.refresh()
-        return store
 
     @property
     def _snap(self) -> _Snapshot | None:
@@ -109,20 +113,25 @@ class Store:
         return snap
 
     @property
-    def generation(self) -> int | None:
+    def generation(self) -> int | None:  # type: ignore[override]
         return self._snap.generation if self._snap else None
 
     @property
-    def manifest(self) -> dict[str, Any]:
+    def manifest(self) -> dict[str, Any]:  # type: ignore[override]
         return self._snap.manifest if self._snap else {}
 
     @property
-    def keyword(self) -> BM25Index | None:
+    def keyword(self) -> BM25Index | None:  # type: ignore[override]
         return self._snap.keyword if self._snap else None
 
     @property
     def _index(self) -> Any:
         return self._snap.index if self._snap else None
+
+    @property
+    def _cols(self) -> str:
+        assert self._snap is not None
+        return self._snap.cols
 
     def refresh(self) -> bool:
         """Switch this thread to the live generation if it changed; True when it did."""
@@ -134,6 +143,7 @@ class Store:
             mine = self._snap
             if mine is not None and mine.generation == live:
                 return False
+            self._check_backend(manifest)
             with self._load_lock:
                 latest = self._latest
                 if latest is None or latest.generation < live:
@@ -161,9 +171,12 @@ class Store:
             )
             index = faiss.read_index(str(gen_dir / "index.faiss"))
             keyword = BM25Index.load(gen_dir)
+            # Generations written before access control have no departments column: all public.
+            dept_col = "departments" if _has_departments(db) else "'[]'"
         except (sqlite3.Error, RuntimeError, OSError) as e:  # faiss raises RuntimeError
             raise StoreError(f"{gen_dir}: cannot open generation {manifest['live']}: {e}") from e
-        return _Snapshot(manifest["live"], manifest, db, index, keyword)
+        cols = f'row, id, source, page, headings, start, "end", hash, text, {dept_col}'
+        return _Snapshot(manifest["live"], manifest, db, index, keyword, cols, dept_col)
 
     @property
     def db(self) -> sqlite3.Connection:
@@ -173,17 +186,54 @@ class Store:
     def __len__(self) -> int:
         return int(self._index.ntotal) if self._index is not None else 0
 
-    def search_vectors(self, query: np.ndarray, k: int) -> list[tuple[int, float]]:
-        """Top-k chunk rows by inner product (= cosine, rows are unit norm). query: (dim,)."""
-        if len(self) == 0:
+    def search_vectors(
+        self, query: np.ndarray, k: int, departments: frozenset[str] | None = None
+    ) -> list[tuple[int, float]]:
+        snap = self._snap
+        if snap is None or snap.index.ntotal == 0:
             return []
-        scores, ids = self._index.search(np.asarray(query, np.float32).reshape(1, -1), min(k, len(self)))
+        q = np.asarray(query, np.float32).reshape(1, -1)
+        if departments is None:
+            scores, ids = snap.index.search(q, min(k, int(snap.index.ntotal)))
+        else:
+            import faiss
+
+            selectors = snap.selectors
+            if departments not in selectors:
+                if len(selectors) >= 256:  # bounded: department sets are few in practice
+                    selectors.clear()
+                allowed = self._visible_rows(snap, departments)
+                selectors[departments] = (allowed.size, faiss.IDSelectorBatch(allowed))  # copies the ids
+            n_allowed, selector = selectors[departments]
+            if n_allowed == 0:
+                return []
+            params = faiss.SearchParameters(sel=selector)
+            scores, ids = snap.index.search(q, min(k, n_allowed), params=params)
         return [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
+
+    @staticmethod
+    def _visible_rows(snap: _Snapshot, departments: frozenset[str]) -> np.ndarray:
+        """Rows a user of these departments may see: public ones, and those sharing a department.
+        The row lists per department are read once per generation."""
+        if not snap.access:
+            public: list[int] = []
+            by_dept: dict[str, list[int]] = {}
+            for row, deps in snap.db.execute(f"SELECT row, {snap.dept_col} FROM chunks"):
+                names = json.loads(deps)
+                if not names:
+                    public.append(row)
+                for d in names:
+                    by_dept.setdefault(d, []).append(row)
+            snap.access["public"] = np.asarray(public, np.int64)
+            snap.access["by_dept"] = {d: np.asarray(r, np.int64) for d, r in by_dept.items()}
+        by_dept_rows = snap.access["by_dept"]
+        parts = [snap.access["public"]] + [by_dept_rows[d] for d in departments if d in by_dept_rows]
+        return np.unique(np.concatenate(parts))
 
     def chunks(self, rows: list[int]) -> dict[int, Chunk]:
         if not rows:
             return {}
-        q = f"SELECT {_CHUNK_COLS} FROM chunks WHERE row IN ({','.join('?' * len(rows))})"
+        q = f"SELECT {self._cols} FROM chunks WHERE row IN ({','.join('?' * len(rows))})"
         return {r[0]: _row_to_chunk(r) for r in self.db.execute(q, rows)}
 
     def vectors(self, rows: list[int]) -> dict[int, np.ndarray]:
@@ -193,39 +243,36 @@ class Store:
         return {r: np.frombuffer(v, dtype=np.float32) for r, v in self.db.execute(q, rows)}
 
     def chunk_by_id(self, chunk_id: str) -> Chunk | None:
-        r = self.db.execute(f"SELECT {_CHUNK_COLS} FROM chunks WHERE id = ?", (chunk_id,)).fetchone()
+        r = self.db.execute(f"SELECT {self._cols} FROM chunks WHERE id = ?", (chunk_id,)).fetchone()
         return _row_to_chunk(r) if r else None
 
     def iter_chunks(self, source: str | None = None) -> list[Chunk]:
-        q = f"SELECT {_CHUNK_COLS} FROM chunks" + (" WHERE source = ?" if source else "") + " ORDER BY row"
+        q = f"SELECT {self._cols} FROM chunks" + (" WHERE source = ?" if source else "") + " ORDER BY row"
         return [_row_to_chunk(r) for r in self.db.execute(q, (source,) if source else ())]
 
     def files(self) -> list[FileRecord]:
         return [FileRecord(*r) for r in self.db.execute("SELECT * FROM files ORDER BY source")]
 
+    def export(self) -> Iterator[tuple[FileRecord, list[Chunk], np.ndarray, list[list[str]]]]:
+        for record in self.files():
+            rows = self.db.execute(
+                f"SELECT {self._cols}, tokens, vector FROM chunks WHERE source = ? ORDER BY row",
+                (record.source,),
+            ).fetchall()
+            chunks = [_row_to_chunk(r[:10]) for r in rows]
+            dim = int(self.manifest["embedder"]["dim"])
+            vectors = np.vstack([np.frombuffer(r[11], np.float32) for r in rows] or [np.zeros((0, dim))])
+            yield record, chunks, vectors, [r[10].split() for r in rows]
 
-class Writer:
-    """Builds generation n+1 from the live one. Holds the knowledge base's write lock until
-    commit() or abort(); use as a context manager so an exception aborts."""
 
-    def __init__(self, kb_dir: str | os.PathLike, *, fresh: bool = False):
+class FaissWriter(Writer):
+    backend = "faiss"
+
+    def __init__(self, kb_dir: str | os.PathLike, *, fresh: bool = False, store: Any = None):
         self.dir = Path(kb_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         (self.dir / "generations").mkdir(exist_ok=True)
-        self._lock = open(self.dir / "ingest.lock", "a+")  # noqa: SIM115 - held for the writer's life
-        try:
-            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._lock.seek(0)
-            holder = self._lock.read().strip() or "unknown"
-            self._lock.close()
-            raise IngestLocked(
-                f"another ingest is running on {self.dir} (pid {holder}); wait for it"
-            ) from None
-        self._lock.seek(0)
-        self._lock.truncate()
-        self._lock.write(str(os.getpid()))
-        self._lock.flush()
+        self._lock = acquire_write_lock(self.dir)
         self._clean_stale()
         self.base = None if fresh else read_manifest(self.dir)
         live = self.base.get("live") if self.base else None
@@ -244,6 +291,8 @@ class Writer:
         else:
             self.db = sqlite3.connect(db_path)
         self.db.executescript(SCHEMA)
+        if not _has_departments(self.db):  # a generation from before access control
+            self.db.execute("ALTER TABLE chunks ADD COLUMN departments TEXT NOT NULL DEFAULT '[]'")
         self.closed = False
 
     def _clean_stale(self) -> None:
@@ -269,15 +318,11 @@ class Writer:
     def put_file(
         self, record: FileRecord, chunks: list[Chunk], vectors: np.ndarray, tokens: list[list[str]]
     ) -> None:
-        """Replace everything stored for record.source with these chunks. vectors: (len(chunks), dim)."""
-        if len(chunks) != len(vectors) or len(chunks) != len(tokens):
-            raise StoreError(
-                f"{record.source}: {len(chunks)} chunks, {len(vectors)} vectors, {len(tokens)} token lists"
-            )
+        check_put(record, chunks, vectors, tokens)
         self.delete_file(record.source)
         self.db.executemany(
-            'INSERT INTO chunks (id, source, page, headings, start, "end", hash, text, tokens, vector) '
-            "VALUES (?,?,?,?,?,?,?,?,?,?)",
+            'INSERT INTO chunks (id, source, page, headings, start, "end", hash, text, tokens, vector, '
+            "departments) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
             [
                 (
                     c.id,
@@ -290,6 +335,7 @@ class Writer:
                     c.text,
                     " ".join(t),
                     np.asarray(v, np.float32).tobytes(),
+                    json.dumps(sorted(c.departments), ensure_ascii=False),
                 )
                 for c, v, t in zip(chunks, vectors, tokens, strict=True)
             ],
@@ -299,8 +345,9 @@ class Writer:
             (record.source, record.sha256, record.size, len(chunks), record.ingested_at),
         )
 
-    def commit(self, manifest: dict[str, Any], keep: int = 2) -> int:
-        """Build the indexes, make the generation durable, then switch the manifest to it."""
+    def commit(
+        self, manifest: dict[str, Any], keep: int = 2, check: Callable[[Store], None] | None = None
+    ) -> int:
         import faiss
 
         self.db.commit()
@@ -325,15 +372,27 @@ class Writer:
         fsync_dir(final.parent)
         with sqlite3.connect(f"file:{final / 'chunks.sqlite'}?mode=ro", uri=True) as db:
             n_files = db.execute("SELECT COUNT(*) FROM files").fetchone()[0]
-        write_manifest(
-            self.dir,
-            {
-                **manifest,
-                "live": self.number,
-                "committed_at": time.time(),
-                "stats": {"files": n_files, "chunks": len(rows)},
-            },
-        )
+        manifest = {
+            **manifest,
+            "store": {"backend": self.backend},
+            "live": self.number,
+            "committed_at": time.time(),
+            "stats": {"files": n_files, "chunks": len(rows)},
+        }
+        if check is not None:
+            # The new generation, read before it goes live: a failed check leaves the old one live.
+            reader = FaissStore(self.dir)
+            try:
+                reader._latest = reader._load(manifest)
+                check(reader)
+            except BaseException:
+                if reader._latest is not None:
+                    reader._latest.db.close()
+                shutil.rmtree(final, ignore_errors=True)
+                self._release()
+                raise
+            reader.db.close()
+        write_manifest(self.dir, manifest)
         self._prune(keep)
         self._release()
         return self.number
@@ -354,12 +413,4 @@ class Writer:
 
     def _release(self) -> None:
         self.closed = True
-        fcntl.flock(self._lock, fcntl.LOCK_UN)
-        self._lock.close()
-
-    def __enter__(self) -> Writer:
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if not self.closed:
-            self.abort()
+        release_write_lock(self._lock)

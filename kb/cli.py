@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-from kb.cli_common import config_from_args
+from kb.cli_common import add_user_options, config_from_args, principal_from_args
 from kb.cli_refresh import cmd_finetune, cmd_models, cmd_synth
 
 
@@ -41,16 +41,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("search", help="hybrid search (dense + BM25, fused)")
     p.add_argument("query")
     p.add_argument("--k", type=int)
+    add_user_options(p)
     _common(p)
 
     p = sub.add_parser("ask", help="answer a question from the documents, with citations")
     p.add_argument("question")
     p.add_argument("--no-retrieval", action="store_true", help="ask the model alone, without documents")
     _adapter(p)
+    add_user_options(p)
     _common(p)
 
     p = sub.add_parser("chat", help="interactive question loop in the terminal")
     p.add_argument("--no-retrieval", action="store_true")
+    add_user_options(p)
     _common(p)
 
     p = sub.add_parser("eval", help="evaluate retrieval and answers on a QA JSONL file")
@@ -60,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int)
     p.add_argument("--out", type=Path, help="write per-item results (JSONL) and the resolved config here")
     _adapter(p)
+    add_user_options(p)
     _common(p)
 
     p = sub.add_parser(
@@ -101,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--out", type=Path, required=True)
     _common(q)
     _ui_parsers(sub)
+    sub.add_parser("passwd", help="hash a password for a user entry of access.users_file (read from stdin/tty)")
     return ap
 
 
@@ -150,7 +155,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     from kb.service import open_retriever
 
     cfg = config_from_args(args)
-    hits = open_retriever(cfg).search(args.query, args.k)
+    hits = open_retriever(cfg).search(args.query, args.k, user=principal_from_args(args, cfg))
     if args.json:
         print(json.dumps([h.to_dict() for h in hits], ensure_ascii=False))
         return 0
@@ -188,9 +193,10 @@ def cmd_ask(args: argparse.Namespace) -> int:
     from kb.service import open_answerer
 
     cfg = config_from_args(args)
+    user = principal_from_args(args, cfg)
     answerer = open_answerer(cfg, retrieval=not args.no_retrieval)
     on_token = None if args.json else (lambda s: print(s, end="", flush=True))
-    ans = answerer.answer(args.question, retrieval=not args.no_retrieval, on_token=on_token)
+    ans = answerer.answer(args.question, retrieval=not args.no_retrieval, on_token=on_token, user=user)
     _print_answer(ans, args.json, streamed=on_token is not None)
     return 0
 
@@ -199,6 +205,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
     from kb.service import open_answerer
 
     cfg = config_from_args(args)
+    user = principal_from_args(args, cfg)
     print("loading the model…", file=sys.stderr)
     answerer = open_answerer(cfg, retrieval=not args.no_retrieval)
     print("Ask a question (empty line or Ctrl-D to quit).", file=sys.stderr)
@@ -211,7 +218,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
         if not q:
             break
         ans = answerer.answer(
-            q, retrieval=not args.no_retrieval, on_token=lambda s: print(s, end="", flush=True)
+            q, retrieval=not args.no_retrieval, on_token=lambda s: print(s, end="", flush=True), user=user
         )
         _print_answer(ans, False, streamed=True)
         n += 1
@@ -224,6 +231,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from kb.service import open_answerer, open_retriever
 
     cfg = config_from_args(args)
+    user = principal_from_args(args, cfg)
     items = read_qa(args.qa)[: args.limit] if args.limit else read_qa(args.qa)
     retrieval, generate = not args.no_retrieval, not args.retrieval_only
     if generate:
@@ -240,7 +248,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         out = open(args.out / "items.jsonl", "w", encoding="utf-8")  # noqa: SIM115
     results = []
     try:
-        for rec in run_items(items, answerer, retrieval=retrieval, generate=generate):
+        for rec in run_items(items, answerer, retrieval=retrieval, generate=generate, user=user):
             results.append(rec)
             if out:
                 out.write(json.dumps(rec, ensure_ascii=False) + "\n")
@@ -249,6 +257,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         if out:
             out.close()
     summary = summarize(results, retrieval=retrieval, generate=generate)
+    if user is not None:
+        summary["as"] = {"user": user.name, "departments": sorted(user.departments or [])}
     if args.out:
         (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
     print(json.dumps(summary) if args.json else format_table(summary))
@@ -313,6 +323,26 @@ def cmd_feedback(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_passwd(args: argparse.Namespace) -> int:
+    import getpass
+
+    from kb.access import hash_password
+
+    if sys.stdin.isatty():
+        password = getpass.getpass("password: ")
+        if getpass.getpass("again: ") != password:
+            print("kb passwd: the passwords differ", file=sys.stderr)
+            return 2
+    else:
+        password = sys.stdin.readline().rstrip("\n")
+    if not password:
+        print("kb passwd: empty password", file=sys.stderr)
+        return 2
+    print(f'password: "{hash_password(password)}"')
+    print("kb passwd: paste the line into the user's entry of access.users_file", file=sys.stderr)
+    return 0
+
+
 COMMANDS = {
     "ingest": cmd_ingest,
     "search": cmd_search,
@@ -324,6 +354,7 @@ COMMANDS = {
     "models": cmd_models,
     "ui": cmd_ui,
     "feedback": cmd_feedback,
+    "passwd": cmd_passwd,
 }
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ class Chunk:
     start: int  # character span inside its Document's text
     end: int
     hash: str  # sha1 of text
+    departments: list[str] = field(default_factory=list)  # who may read it (kb/access.py); [] = public
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -50,6 +51,7 @@ class Hit:
             "dense": None if self.dense is None else round(self.dense, 6),
             "keyword": None if self.keyword is None else round(self.keyword, 6),
             "text": c.text,
+            "departments": list(c.departments),
         }
 
 
@@ -61,6 +63,7 @@ class Citation:
     chunk_id: str
     text: str
     heading: str = ""
+    departments: list[str] = field(default_factory=list)
 
 
 @dataclass

@@ -12,6 +12,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from kb.access import Principal
 from kb.answer import Answerer
 from kb.errors import DataError
 from kb.eval import metrics as M
@@ -68,11 +69,13 @@ def run_items(
     retrieval: bool = True,
     generate: bool = True,
     progress: bool = True,
+    user: Principal | None = None,
 ) -> Iterator[dict[str, Any]]:
-    """One result dict per item, as it completes (so a caller can save per-item JSONL as it goes)."""
+    """One result dict per item, as it completes (so a caller can save per-item JSONL as it goes).
+    `user`: evaluate as this user sees the knowledge base (retrieval filtered by department)."""
     for item in tqdm(items, desc="eval", unit="q", disable=not progress, file=sys.stderr):
         t0 = time.perf_counter()
-        hits = answerer.retrieve(item.question, k=10) if retrieval else []
+        hits = answerer.retrieve(item.question, k=10, user=user) if retrieval else []
         rec: dict[str, Any] = {
             "id": item.id,
             "question": item.question,
@@ -88,7 +91,7 @@ def run_items(
             [(h.chunk.source, h.chunk.text) for h in hits], item.source, item.answers
         )
         if generate:
-            ans = answerer.answer(item.question, hits=hits, retrieval=retrieval)
+            ans = answerer.answer(item.question, hits=hits, retrieval=retrieval, user=user)
             rec.update(
                 answer=ans.answer,
                 refused=ans.refused,

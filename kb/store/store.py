@@ -22,9 +22,11 @@ from typing import Any
 
 import numpy as np
 
+from kb.access import Departments
 from kb.errors import EmptyKnowledgeBase, IngestLocked, StoreError
 from kb.keyword import BM25Index
 from kb.schema import Chunk
+from kb.store.acl import RowAccess
 from kb.store.manifest import fsync_dir, read_manifest, write_manifest
 
 SCHEMA = """
@@ -35,7 +37,8 @@ CREATE TABLE IF NOT EXISTS files (
 CREATE TABLE IF NOT EXISTS chunks (
     row INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL, source TEXT NOT NULL, page INTEGER,
     headings TEXT NOT NULL, start INTEGER NOT NULL, "end" INTEGER NOT NULL, hash TEXT NOT NULL,
-    text TEXT NOT NULL, tokens TEXT NOT NULL, vector BLOB NOT NULL
+    text TEXT NOT NULL, tokens TEXT NOT NULL, vector BLOB NOT NULL,
+    departments TEXT NOT NULL DEFAULT '[]'
 );
 CREATE INDEX IF NOT EXISTS chunks_source ON chunks(source);
 CREATE INDEX IF NOT EXISTS chunks_id ON chunks(id);
@@ -52,7 +55,7 @@ class FileRecord:
 
 
 def _row_to_chunk(r: tuple) -> Chunk:
-    _, cid, source, page, headings, start, end, h, text = r
+    _, cid, source, page, headings, start, end, h, text, departments = r
     return Chunk(
         id=cid,
         text=text,
@@ -62,10 +65,18 @@ def _row_to_chunk(r: tuple) -> Chunk:
         start=start,
         end=end,
         hash=h,
+        departments=json.loads(departments),
     )
 
 
-_CHUNK_COLS = 'row, id, source, page, headings, start, "end", hash, text'
+_BASE_COLS = 'row, id, source, page, headings, start, "end", hash, text'
+_CHUNK_COLS = _BASE_COLS + ", departments"
+# A knowledge base written before access control has no departments column: all of it is public.
+_LEGACY_COLS = _BASE_COLS + ", '[]'"
+
+
+def _has_departments(db: sqlite3.Connection) -> bool:
+    return any(r[1] == "departments" for r in db.execute("PRAGMA table_info(chunks)"))
 
 
 class Store:
@@ -78,6 +89,8 @@ class Store:
         self._db: sqlite3.Connection | None = None
         self._index = None
         self.keyword: BM25Index | None = None
+        self._cols = _CHUNK_COLS
+        self._acl: RowAccess | None = None
 
     @classmethod
     def open(cls, kb_dir: str | os.PathLike) -> Store:
@@ -100,6 +113,10 @@ class Store:
         db = sqlite3.connect(f"file:{gen_dir / 'chunks.sqlite'}?mode=ro", uri=True, check_same_thread=False)
         self._index = faiss.read_index(str(gen_dir / "index.faiss"))
         self.keyword = BM25Index.load(gen_dir)
+        tagged = _has_departments(db)
+        self._cols = _CHUNK_COLS if tagged else _LEGACY_COLS
+        labels = db.execute("SELECT row, departments FROM chunks") if tagged else []
+        self._acl = RowAccess([(row, json.loads(deps)) for row, deps in labels], self.keyword.rows)
         if self._db is not None:
             self._db.close()
         self._db, self.manifest, self.generation = db, manifest, manifest["live"]
@@ -113,17 +130,45 @@ class Store:
     def __len__(self) -> int:
         return int(self._index.ntotal) if self._index is not None else 0
 
-    def search_vectors(self, query: np.ndarray, k: int) -> list[tuple[int, float]]:
-        """Top-k chunk rows by inner product (= cosine, rows are unit norm). query: (dim,)."""
+    def search_vectors(
+        self, query: np.ndarray, k: int, departments: Departments = None
+    ) -> list[tuple[int, float]]:
+        """Top-k chunk rows by inner product (= cosine, rows are unit norm) among the rows visible to
+        `departments` (None = all; kb/access.py). query: (dim,). The filter is a FAISS ID selector
+        inside the search, so k visible rows come back whenever k exist."""
         if len(self) == 0:
             return []
-        scores, ids = self._index.search(np.asarray(query, np.float32).reshape(1, -1), min(k, len(self)))
+        allowed = self.visible_rows(departments)
+        params, n = None, len(self)
+        if allowed is not None:
+            if allowed.size == 0:
+                return []
+            import faiss
+
+            params, n = faiss.SearchParameters(sel=faiss.IDSelectorBatch(allowed)), int(allowed.size)
+        q = np.asarray(query, np.float32).reshape(1, -1)
+        scores, ids = self._index.search(q, min(k, n), params=params)
         return [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
+
+    def visible_rows(self, departments: Departments) -> np.ndarray | None:
+        """Sorted int64 chunk rows visible to `departments`; None when every row is."""
+        return self._acl.rows_for(departments) if self._acl is not None else None
+
+    def keyword_mask(self, departments: Departments) -> np.ndarray | None:
+        """Boolean mask over the keyword index's rows (BM25Index.search's `allowed`); None = all."""
+        return self._acl.mask_for(departments) if self._acl is not None else None
+
+    def search_keywords(
+        self, query: str, k: int, departments: Departments = None
+    ) -> list[tuple[int, float]]:
+        if self.keyword is None:
+            return []
+        return self.keyword.search(query, k, allowed=self.keyword_mask(departments))
 
     def chunks(self, rows: list[int]) -> dict[int, Chunk]:
         if not rows:
             return {}
-        q = f"SELECT {_CHUNK_COLS} FROM chunks WHERE row IN ({','.join('?' * len(rows))})"
+        q = f"SELECT {self._cols} FROM chunks WHERE row IN ({','.join('?' * len(rows))})"
         return {r[0]: _row_to_chunk(r) for r in self.db.execute(q, rows)}
 
     def vectors(self, rows: list[int]) -> dict[int, np.ndarray]:
@@ -133,11 +178,11 @@ class Store:
         return {r: np.frombuffer(v, dtype=np.float32) for r, v in self.db.execute(q, rows)}
 
     def chunk_by_id(self, chunk_id: str) -> Chunk | None:
-        r = self.db.execute(f"SELECT {_CHUNK_COLS} FROM chunks WHERE id = ?", (chunk_id,)).fetchone()
+        r = self.db.execute(f"SELECT {self._cols} FROM chunks WHERE id = ?", (chunk_id,)).fetchone()
         return _row_to_chunk(r) if r else None
 
     def iter_chunks(self, source: str | None = None) -> list[Chunk]:
-        q = f"SELECT {_CHUNK_COLS} FROM chunks" + (" WHERE source = ?" if source else "") + " ORDER BY row"
+        q = f"SELECT {self._cols} FROM chunks" + (" WHERE source = ?" if source else "") + " ORDER BY row"
         return [_row_to_chunk(r) for r in self.db.execute(q, (source,) if source else ())]
 
     def files(self) -> list[FileRecord]:
@@ -184,6 +229,8 @@ class Writer:
         else:
             self.db = sqlite3.connect(db_path)
         self.db.executescript(SCHEMA)
+        if not _has_departments(self.db):  # built before access control: every chunk was public
+            self.db.execute("ALTER TABLE chunks ADD COLUMN departments TEXT NOT NULL DEFAULT '[]'")
         self.closed = False
 
     def _clean_stale(self) -> None:
@@ -212,8 +259,8 @@ class Writer:
             )
         self.delete_file(record.source)
         self.db.executemany(
-            'INSERT INTO chunks (id, source, page, headings, start, "end", hash, text, tokens, vector) '
-            "VALUES (?,?,?,?,?,?,?,?,?,?)",
+            'INSERT INTO chunks (id, source, page, headings, start, "end", hash, text, tokens, vector, '
+            "departments) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
             [
                 (
                     c.id,
@@ -226,6 +273,7 @@ class Writer:
                     c.text,
                     " ".join(t),
                     np.asarray(v, np.float32).tobytes(),
+                    json.dumps(sorted(c.departments)),
                 )
                 for c, v, t in zip(chunks, vectors, tokens, strict=True)
             ],
@@ -233,6 +281,17 @@ class Writer:
         self.db.execute(
             "INSERT INTO files VALUES (?,?,?,?,?)",
             (record.source, record.sha256, record.size, len(chunks), record.ingested_at),
+        )
+
+    def departments(self, source: str) -> list[str] | None:
+        """The departments stored for a document's chunks (None when it has none)."""
+        r = self.db.execute("SELECT departments FROM chunks WHERE source = ? LIMIT 1", (source,)).fetchone()
+        return json.loads(r[0]) if r else None
+
+    def set_departments(self, source: str, departments: list[str]) -> None:
+        """Re-label a document's chunks; vectors and tokens stay (no re-embedding)."""
+        self.db.execute(
+            "UPDATE chunks SET departments = ? WHERE source = ?", (json.dumps(sorted(departments)), source)
         )
 
     def commit(self, manifest: dict[str, Any], keep: int = 2) -> int:

@@ -49,7 +49,9 @@ class DepartmentLabels:
                         raise ConfigError(f"departments: expected a list, got {deps!r}")
                     self._sidecars[folder] = norm_departments(deps, str(f))
                 except (OSError, UnicodeDecodeError, yaml.YAMLError, ConfigError) as e:
-                    raise LoadError(str(f), f"unreadable access file ({e}); documents below it skipped") from None
+                    raise LoadError(
+                        str(f), f"unreadable access file ({e}); documents below it skipped"
+                    ) from None
         return self._sidecars[folder]
 
     def departments(self, path: Path, source: str) -> list[str]:

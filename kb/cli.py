@@ -105,7 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--out", type=Path, required=True)
     _common(q)
     _ui_parsers(sub)
-    sub.add_parser("passwd", help="hash a password for a user entry of access.users_file (read from stdin/tty)")
+    sub.add_parser(
+        "passwd", help="hash a password for a user entry of access.users_file (read from stdin/tty)"
+    )
     return ap
 
 

@@ -107,7 +107,9 @@ class BM25Index:
         scores = np.asarray(self.weights[:, ids].sum(axis=1)).ravel()
         if allowed is not None:
             if allowed.shape != scores.shape or allowed.dtype != np.bool_:
-                raise ValueError(f"allowed: expected a bool mask of shape {scores.shape}, got {allowed.shape}")
+                raise ValueError(
+                    f"allowed: expected a bool mask of shape {scores.shape}, got {allowed.shape}"
+                )
             scores = np.where(allowed, scores, 0.0)  # a hidden row scores 0 and is dropped below
         k = min(k, scores.size)
         top = np.argpartition(-scores, k - 1)[:k]

@@ -158,9 +158,7 @@ class Store:
         """Boolean mask over the keyword index's rows (BM25Index.search's `allowed`); None = all."""
         return self._acl.mask_for(departments) if self._acl is not None else None
 
-    def search_keywords(
-        self, query: str, k: int, departments: Departments = None
-    ) -> list[tuple[int, float]]:
+    def search_keywords(self, query: str, k: int, departments: Departments = None) -> list[tuple[int, float]]:
         if self.keyword is None:
             return []
         return self.keyword.search(query, k, allowed=self.keyword_mask(departments))

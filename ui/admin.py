@@ -20,7 +20,7 @@ import streamlit as st
 
 from kb.config import Config
 from kb.registry import Registry
-from ui import docs, jobs, state
+from ui import docs, jobs, preview, state
 from ui.i18n import t
 
 UNLOCKED = "admin_unlocked"  # session key holding the hash the session was unlocked with
@@ -166,6 +166,7 @@ def _documents_tab(cfg: Config) -> None:
     busy = _ingest(cfg)
     _uploads(cfg, busy)
     _document_list(cfg, busy)
+    preview.preview(cfg)
 
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:

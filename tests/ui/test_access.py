@@ -17,7 +17,7 @@ from ingest.pipeline import ingest
 from kb.access import hash_password
 from kb.embed.hashing import HashingEmbedder
 from tests.conftest import write_corpus
-from tests.ui.conftest import APP, SETTINGS, UIEnv
+from tests.ui.conftest import SETTINGS, UIEnv
 from ui import state
 
 HR_TEXT = "10天带薪年假"  # only in hr/leave.md, restricted to the hr department
@@ -72,7 +72,9 @@ def test_user_without_access_never_sees_the_restricted_document(acl_env: UIEnv, 
         at.chat_input[0].set_value(question).run()
         assert not at.exception
     msgs = at.session_state["messages"]
-    shown = [h["source"] for m in msgs for h in m["hits"]] + [c["source"] for m in msgs for c in m["citations"]]
+    shown = [h["source"] for m in msgs for h in m["hits"]] + [
+        c["source"] for m in msgs for c in m["citations"]
+    ]
     assert shown and "hr/leave.md" not in shown
     assert all(e.label.find("hr/leave.md") < 0 for e in at.expander)
     prompts = "\n".join(m["content"] for call in gen.calls for m in call)

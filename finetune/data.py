@@ -19,7 +19,7 @@ counted in `DataStats`, or is an error when `strict=True`.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,7 @@ BAD_ROLE = "unknown role"
 EMPTY = "empty content"
 NO_ASSISTANT = "no assistant turn"
 BAD_ORDER = "turns out of order"
+OTHER_AUDIENCE = "restricted documents outside data.audience"
 
 
 @dataclass
@@ -187,7 +188,9 @@ def _check(conv: Conversation) -> None:
             raise _Skip(BAD_ORDER, f"{a} followed by {b} in roles {roles}")
 
 
-def read_examples(path: str | Path, strict: bool = False) -> tuple[list[Conversation], DataStats]:
+def read_examples(
+    path: str | Path, strict: bool = False, keep: Callable[[dict], bool] | None = None
+) -> tuple[list[Conversation], DataStats]:
     """Read a JSONL file (or a JSON list) of training examples as conversations.
 
     Broken JSON or an unknown record shape raises DataError naming `file:line`. Unusable conversations are
@@ -198,6 +201,9 @@ def read_examples(path: str | Path, strict: bool = False) -> tuple[list[Conversa
     conversations: list[Conversation] = []
     for lineno, where, record in _records(path):
         stats.records += 1
+        if keep is not None and isinstance(record, dict) and not keep(record):
+            stats.skip(OTHER_AUDIENCE, lineno)  # not an error even when strict: excluded on purpose
+            continue
         try:
             conv = _to_conversation(record, where)
             _check(conv)
@@ -226,9 +232,13 @@ def _alpaca(conv: Conversation) -> dict[str, Any]:
 
 
 def write_examples(
-    path: str | Path, conversations: Iterable[Conversation], fmt: str = "conversations"
+    path: str | Path,
+    conversations: Iterable[Conversation],
+    fmt: str = "conversations",
+    meta: list[dict[str, Any]] | None = None,
 ) -> int:
-    """Write conversations as JSONL in `fmt` ("conversations" or "alpaca"); returns the number written."""
+    """Write conversations as JSONL in `fmt` ("conversations" or "alpaca"); returns the number written.
+    `meta[i]` adds keys to record i (kb synth's `departments` and `collection`)."""
     if fmt not in ("conversations", "alpaca"):
         raise DataError(f"{path}: unknown output format {fmt!r}; use conversations or alpaca")
     path = Path(path)
@@ -237,6 +247,8 @@ def write_examples(
     with path.open("w", encoding="utf-8") as f:
         for conv in conversations:
             record = {"conversations": conv} if fmt == "conversations" else _alpaca(conv)
+            if meta is not None:
+                record.update(meta[n])
             f.write(json.dumps(record, ensure_ascii=False) + "\n")
             n += 1
     return n

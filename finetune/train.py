@@ -108,7 +108,7 @@ def encode_file(
     from finetune.data import read_examples
     from finetune.templates import encode
 
-    convs, stats = read_examples(path, strict=cfg.data.strict)
+    convs, stats = read_examples(path, strict=cfg.data.strict, keep=cfg.audience_filter())
     out, skipped = [], dict(stats.skipped)
     for i, conv in enumerate(convs):
         try:

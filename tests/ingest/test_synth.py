@@ -34,6 +34,8 @@ PAIR_KEYS = {
     "chunk_id",
     "chunk_hash",
     "source",
+    "collection",
+    "departments",
     "page",
     "doc_sha256",
     "support",
@@ -332,7 +334,10 @@ def test_alpaca_output(corpus, cfg, tmp_path):
     rows = read_jsonl(tmp_path / "out" / "train.jsonl") + read_jsonl(tmp_path / "out" / "validation.jsonl")
     assert len(rows) == report.train + report.validation > 0
     for r in rows:
-        assert set(r) == {"instruction", "input", "output", "system"} and r["output"]
+        assert (
+            set(r) == {"instruction", "input", "output", "system", "departments", "collection"}
+            and r["output"]
+        )
 
 
 def test_bad_arguments(corpus, cfg, tmp_path):

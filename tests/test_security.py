@@ -11,7 +11,9 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("kb", "ingest", "finetune", "ui", "bench", "corpus")
 
 FORBIDDEN = {
-    "pickle": re.compile(r"\bimport\s+(c?pickle|dill|joblib|shelve)\b|\bpickle\.loads?\(|\bmarshal\.loads?\("),
+    "pickle": re.compile(
+        r"\bimport\s+(c?pickle|dill|joblib|shelve)\b|\bpickle\.loads?\(|\bmarshal\.loads?\("
+    ),
     "trust_remote_code=True": re.compile(r"trust_remote_code\s*=\s*True"),
     "allow_pickle=True": re.compile(r"allow_pickle\s*=\s*True"),
     "unsafe yaml": re.compile(r"\byaml\.(load|unsafe_load|full_load)\("),

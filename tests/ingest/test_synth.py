@@ -186,7 +186,10 @@ def sources_of(user: str) -> dict[int, str]:
     """{n: text} of the numbered sources in an answer prompt."""
     body = user.split("\n\n问题：")[0].split("\n\nQuestion: ")[0]
     blocks = re.split(r"\n\[(\d+)\] \([^\n]*\)\n", body)
-    return {int(n): text.strip() for n, text in zip(blocks[1::2], blocks[2::2], strict=True)}
+    unwrap = re.compile(r"^<source>\n(.*)\n</source>$", re.DOTALL)  # kb.prompt delimits each source
+    return {
+        int(n): unwrap.sub(r"\1", text.strip()) for n, text in zip(blocks[1::2], blocks[2::2], strict=True)
+    }
 
 
 def test_raft_modes_and_shares():

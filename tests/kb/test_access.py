@@ -148,3 +148,16 @@ def test_folder_mapping_validated() -> None:
         load_config(data={"access": {"folders": {"hr": ["bad name!"]}}})
     cfg = load_config(overrides=["access.folders={finance: Finance}"])
     assert cfg.access.folders == {"finance": ["finance"]}
+
+
+def test_kb_passwd_prints_a_usable_entry(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    import io
+
+    from kb.cli import main
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("correct horse\n"))
+    assert main(["passwd"]) == 0
+    out, err = capsys.readouterr()
+    stored = out.split('"')[1]
+    assert check_password("correct horse", stored) and not check_password("correct horse!", stored)
+    assert "correct horse" not in out + err

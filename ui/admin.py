@@ -108,10 +108,12 @@ def _document_list(cfg: Config, busy: bool) -> None:
     if not files:
         st.info(t("no_documents"))
         return
+    departments = preview.departments_by_source(cfg.kb_dir)
     st.dataframe(
         [
             {
                 t("col_source"): f.source,
+                t("col_departments"): departments.get(f.source) or t("public"),
                 t("col_chunks"): f.n_chunks,
                 t("col_size"): round(f.size / 1024, 1),
                 t("col_ingested"): time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(f.ingested_at)),

@@ -164,6 +164,7 @@ LABELS: dict[str, dict[str, str]] = {
     "sign_in_first": {"zh": "请先在侧边栏登录。", "en": "Please sign in in the sidebar first."},
     "signed_in": {"zh": "已登录：{name}（{deps}）", "en": "Signed in as {name} ({deps})"},
     "public_only": {"zh": "仅公开文档", "en": "public documents only"},
+    "public": {"zh": "公开", "en": "public"},
     "all_documents": {"zh": "全部文档", "en": "all documents"},
     "sign_out": {"zh": "退出登录", "en": "Sign out"},
     "preview": {"zh": "检索预览", "en": "Search preview"},

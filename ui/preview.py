@@ -4,11 +4,17 @@ chat applies, so an admin can check what a department can and cannot find."""
 
 from __future__ import annotations
 
+import json
+import sqlite3
+from contextlib import closing
+from pathlib import Path
+
 import streamlit as st
 
 from kb.access import ANONYMOUS, UNRESTRICTED, Principal
 from kb.config import Config
 from kb.errors import KBError
+from kb.store.manifest import read_manifest
 from ui import login, state
 from ui.i18n import t
 
@@ -47,7 +53,7 @@ def preview(cfg: Config) -> None:
         [
             {
                 t("col_source"): h.chunk.source,
-                t("col_departments"): ", ".join(h.chunk.departments) or t("public_only"),
+                t("col_departments"): ", ".join(h.chunk.departments) or t("public"),
                 "score": round(h.score, 4),
                 t("quote"): h.chunk.text[:160],
             }
@@ -55,3 +61,17 @@ def preview(cfg: Config) -> None:
         ],
         hide_index=True,
     )
+
+
+def departments_by_source(kb_dir: str) -> dict[str, str]:
+    """source → its departments, comma-separated ("" = public), from the live generation's database."""
+    manifest = read_manifest(Path(kb_dir)) or {}
+    if manifest.get("live") is None:
+        return {}
+    db_path = Path(kb_dir) / "generations" / str(manifest["live"]) / "chunks.sqlite"
+    try:
+        with closing(sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)) as db:
+            rows = db.execute("SELECT source, MAX(departments) FROM chunks GROUP BY source").fetchall()
+    except sqlite3.OperationalError:  # pruned meanwhile, or built before access control (all public)
+        return {}
+    return {source: ", ".join(json.loads(deps)) for source, deps in rows}

@@ -96,6 +96,8 @@ def test_admin_preview_sees_all_a_user_view_does_not(acl_env: UIEnv, monkeypatch
     at.text_input[0].input("adm1n-secret")
     at.button[0].click().run()
     assert at.tabs
+    listed = dict(zip(at.dataframe[0].value["文档"], at.dataframe[0].value["部门"], strict=True))
+    assert listed["hr/leave.md"] == "hr" and listed["it/vpn.md"] == "公开"
     at.text_input(key="preview_query").input("年假").run()
     as_admin = list(at.dataframe[-1].value["文档"])
     assert "hr/leave.md" in as_admin

@@ -26,6 +26,7 @@ class RowAccess:
         self.keyword_rows = np.asarray(keyword_rows, np.int64)
         self._rows: dict[frozenset[str], np.ndarray | None] = {}
         self._masks: dict[frozenset[str], np.ndarray | None] = {}
+        self._selectors: dict[frozenset[str], tuple] = {}
 
     def hidden_rows(self, departments: frozenset[str]) -> np.ndarray:
         """Restricted rows that share no department with `departments`."""
@@ -51,3 +52,21 @@ class RowAccess:
             hidden = self.hidden_rows(key)
             self._masks[key] = None if hidden.size == 0 else ~np.isin(self.keyword_rows, hidden)
         return self._masks[key]
+
+    def selector_for(self, departments: Departments):
+        """A FAISS IDSelector admitting the visible rows (None = all), built once per department set:
+        a batch of the visible rows, or NOT a batch of the hidden ones when those are fewer."""
+        rows = self.rows_for(departments)
+        if rows is None:
+            return None
+        key = frozenset(departments or ())
+        if key not in self._selectors:
+            import faiss
+
+            hidden = self.hidden_rows(key)
+            if hidden.size < rows.size:
+                inner = faiss.IDSelectorBatch(hidden)
+                self._selectors[key] = (faiss.IDSelectorNot(inner), inner)  # inner kept alive with it
+            else:
+                self._selectors[key] = (faiss.IDSelectorBatch(rows),)
+        return self._selectors[key][0]

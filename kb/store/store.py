@@ -145,7 +145,7 @@ class Store:
                 return []
             import faiss
 
-            params, n = faiss.SearchParameters(sel=faiss.IDSelectorBatch(allowed)), int(allowed.size)
+            params, n = faiss.SearchParameters(sel=self._acl.selector_for(departments)), int(allowed.size)
         q = np.asarray(query, np.float32).reshape(1, -1)
         scores, ids = self._index.search(q, min(k, n), params=params)
         return [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]

@@ -161,3 +161,28 @@ def test_kb_passwd_prints_a_usable_entry(monkeypatch: pytest.MonkeyPatch, capsys
     stored = out.split('"')[1]
     assert check_password("correct horse", stored) and not check_password("correct horse!", stored)
     assert "correct horse" not in out + err
+
+
+def test_row_access_selectors_both_ways() -> None:
+    import faiss
+
+    from kb.store.acl import RowAccess
+
+    labels = [(r, ["hr"] if r in (3, 7) else ["fin"] if r >= 8 else []) for r in range(1, 11)]
+    acl = RowAccess(labels, np.arange(1, 11))
+    index = faiss.IndexIDMap2(faiss.IndexFlatIP(2))
+    index.add_with_ids(np.tile([[1.0, 0.0]], (10, 1)).astype(np.float32), np.arange(1, 11))
+
+    def found(deps) -> set[int]:
+        params = faiss.SearchParameters(sel=acl.selector_for(deps))
+        return {
+            int(i)
+            for i in index.search(np.array([[1.0, 0.0]], np.float32), 10, params=params)[1][0]
+            if i >= 0
+        }
+
+    public = {1, 2, 4, 5, 6}
+    assert found(frozenset()) == public  # 5 hidden vs 5 visible: a batch of the visible rows
+    assert found(frozenset({"hr"})) == public | {3, 7}  # 2 hidden < 7 visible: NOT a batch of the hidden
+    assert acl.selector_for(None) is None and acl.selector_for(frozenset({"hr", "fin"})) is None
+    assert acl.mask_for(frozenset({"fin"})).tolist() == [r not in (3, 7) for r in range(1, 11)]

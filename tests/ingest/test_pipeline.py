@@ -39,7 +39,16 @@ def test_first_ingest_then_unchanged_embeds_nothing(corpus, cfg):
     r2 = ingest([corpus], cfg, emb, progress=False)
     assert (r2.added, r2.updated, r2.deleted, r2.unchanged) == (0, 0, 0, 3)
     assert emb.embedded == r1.chunks and r2.generation == gen  # no re-embedding, no new generation
-    assert set(r2.to_json()) == {"added", "updated", "deleted", "unchanged", "failed", "chunks", "seconds"}
+    assert set(r2.to_json()) == {
+        "added",
+        "updated",
+        "deleted",
+        "unchanged",
+        "relabelled",
+        "failed",
+        "chunks",
+        "seconds",
+    }
 
 
 def test_add_update_delete(corpus, cfg):

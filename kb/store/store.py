@@ -111,15 +111,22 @@ class Store:
         if not gen_dir.is_dir():
             raise StoreError(f"{self.dir}: manifest names generation {manifest['live']}, which is missing")
         db = sqlite3.connect(f"file:{gen_dir / 'chunks.sqlite'}?mode=ro", uri=True, check_same_thread=False)
-        self._index = faiss.read_index(str(gen_dir / "index.faiss"))
-        self.keyword = BM25Index.load(gen_dir)
+        index = faiss.read_index(str(gen_dir / "index.faiss"))
+        keyword = BM25Index.load(gen_dir)
         tagged = _has_departments(db)
-        self._cols = _CHUNK_COLS if tagged else _LEGACY_COLS
         labels = db.execute("SELECT row, departments FROM chunks") if tagged else []
-        self._acl = RowAccess([(row, json.loads(deps)) for row, deps in labels], self.keyword.rows)
-        if self._db is not None:
-            self._db.close()
+        acl = RowAccess([(row, json.loads(deps)) for row, deps in labels], keyword.rows)
+        old = self._db
+        # Everything of the new generation is loaded before any of it replaces the old one.
+        self._index, self.keyword, self._acl, self._cols = (
+            index,
+            keyword,
+            acl,
+            _CHUNK_COLS if tagged else _LEGACY_COLS,
+        )
         self._db, self.manifest, self.generation = db, manifest, manifest["live"]
+        if old is not None:
+            old.close()
         return True
 
     @property

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,13 @@ class DataSettings:
     # Longer examples are skipped and counted, before tokenizing (a runaway line costs nothing); shorter
     # ones over max_source_len/max_target_len tokens are truncated as `finetune.templates.encode` says.
     max_example_chars: int = 100_000
+
+    # Who the adapter is for. A tuned model can repeat what it was trained on to anyone who uses it,
+    # so by default it learns from public documents only ("public"). "hr,it": examples every user of
+    # the adapter may read (public, or tagged with all of these departments), for an adapter served
+    # only to those users. "all": everything, restricted documents included (an adapter for admins).
+    # Examples without a `departments` key (data not from `kb synth`) count as public.
+    audience: str = "public"
 
 
 @dataclass
@@ -118,6 +126,24 @@ class FinetuneConfig:
             raise ConfigError("gradient_checkpointing: peft does not support it with P-Tuning v2")
         self.speed.__post_init__()
         self.method_settings()
+        self.audience_filter()
+
+    def audience_filter(self) -> Callable[[dict], bool] | None:
+        """The predicate read_examples keeps training records by; None = keep all ("all")."""
+        from kb.access import norm_departments
+
+        value = self.data.audience.strip().lower()
+        if value == "all":
+            return None
+        wanted = set() if value == "public" else set(norm_departments(value.split(","), "data.audience"))
+        if not wanted and value != "public":
+            raise ConfigError("data.audience: expected public, all or a list of departments, got ''")
+
+        def keep(record: dict) -> bool:
+            tags = record.get("departments") or []
+            return not tags or (bool(wanted) and wanted <= set(tags))
+
+        return keep
 
     def method_settings(self) -> Any:
         from finetune.methods import LoraSettings, PrefixSettings

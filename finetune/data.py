@@ -20,7 +20,7 @@ an error when `strict=True`.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +42,7 @@ EMPTY = "empty content"
 NO_ASSISTANT = "no assistant turn"
 BAD_ORDER = "turns out of order"
 TOO_LONG = "longer than data.max_example_chars"
+OTHER_AUDIENCE = "restricted documents outside data.audience"
 
 
 @dataclass
@@ -207,7 +208,10 @@ def _check_length(conv: Conversation, max_chars: int | None) -> None:
 
 
 def read_examples(
-    path: str | Path, strict: bool = False, max_chars: int | None = None
+    path: str | Path,
+    strict: bool = False,
+    max_chars: int | None = None,
+    keep: Callable[[dict], bool] | None = None,
 ) -> tuple[list[Conversation], DataStats]:
     """Read a JSONL file (or a JSON list) of training examples as conversations.
 
@@ -220,6 +224,9 @@ def read_examples(
     conversations: list[Conversation] = []
     for lineno, where, record in _records(path):
         stats.records += 1
+        if keep is not None and isinstance(record, dict) and not keep(record):
+            stats.skip(OTHER_AUDIENCE, lineno)  # not an error even when strict: excluded on purpose
+            continue
         try:
             conv = _to_conversation(record, where)
             _check(conv)
@@ -249,9 +256,13 @@ def _alpaca(conv: Conversation) -> dict[str, Any]:
 
 
 def write_examples(
-    path: str | Path, conversations: Iterable[Conversation], fmt: str = "conversations"
+    path: str | Path,
+    conversations: Iterable[Conversation],
+    fmt: str = "conversations",
+    meta: list[dict[str, Any]] | None = None,
 ) -> int:
-    """Write conversations as JSONL in `fmt` ("conversations" or "alpaca"); returns the number written."""
+    """Write conversations as JSONL in `fmt` ("conversations" or "alpaca"); returns the number written.
+    `meta[i]` adds keys to record i (kb synth's `departments` and `collection`)."""
     if fmt not in ("conversations", "alpaca"):
         raise DataError(f"{path}: unknown output format {fmt!r}; use conversations or alpaca")
     path = Path(path)
@@ -260,6 +271,8 @@ def write_examples(
     with path.open("w", encoding="utf-8") as f:
         for conv in conversations:
             record = {"conversations": conv} if fmt == "conversations" else _alpaca(conv)
+            if meta is not None:
+                record.update(meta[n])
             f.write(json.dumps(record, ensure_ascii=False) + "\n")
             n += 1
     return n

@@ -110,7 +110,9 @@ def encode_file(
     from finetune.data import read_examples
     from finetune.templates import encode
 
-    convs, stats = read_examples(path, strict=cfg.data.strict, max_chars=cfg.data.max_example_chars)
+    convs, stats = read_examples(
+        path, strict=cfg.data.strict, max_chars=cfg.data.max_example_chars, keep=cfg.audience_filter()
+    )
     out, skipped = [], dict(stats.skipped)
     for i, conv in enumerate(convs):
         try:

@@ -35,6 +35,7 @@ class IngestReport:
     updated: int = 0
     deleted: int = 0
     unchanged: int = 0
+    relabelled: int = 0  # unchanged documents whose department tags changed (no re-embedding)
     failed: list[tuple[str, str]] = field(default_factory=list)  # (source, reason): broken files
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (source, reason): left out on purpose
     chunks: int = 0  # chunks in the knowledge base after this ingest
@@ -48,6 +49,7 @@ class IngestReport:
             "updated": self.updated,
             "deleted": self.deleted,
             "unchanged": self.unchanged,
+            "relabelled": self.relabelled,
             "failed": len(self.failed),
             "skipped": len(self.skipped),
             "chunks": self.chunks,
@@ -57,7 +59,7 @@ class IngestReport:
     def summary(self) -> str:
         return (
             f"ingest: {self.added} added, {self.updated} updated, {self.deleted} deleted, "
-            f"{self.unchanged} unchanged, {len(self.skipped)} skipped, {len(self.failed)} failed; {self.chunks} chunks "
+            f"{self.unchanged} unchanged, {self.relabelled} relabelled, {len(self.skipped)} skipped, {len(self.failed)} failed; {self.chunks} chunks "
             f"({self.embedded} embedded) in {self.seconds:.1f}s, generation {self.generation}"
         )
 
@@ -139,6 +141,7 @@ def ingest(
 ) -> IngestReport:
     """Bring the knowledge base in line with `paths`. `embedder` may be a factory: it is then only
     called when something needs embedding, so an unchanged re-ingest never loads the model."""
+    from ingest.access import DepartmentLabels
     from ingest.chunk import chunk_documents
     from ingest.loaders import load
 
@@ -166,9 +169,11 @@ def ingest(
         pending: list[tuple[FileRecord, list[Chunk], bool]] = []
         seen: set[str] = set()
         limit = cfg.ingest.max_file_mb * 1024 * 1024
+        labels = DepartmentLabels(cfg.access)
         for path, source in tqdm(files, desc="reading", unit="file", disable=not progress, file=sys.stderr):
             seen.add(source)
             try:
+                departments = labels.departments(path, source)
                 size = path.stat().st_size
                 if size > limit:
                     raise FileSkipped(
@@ -178,8 +183,13 @@ def ingest(
                 previous = writer.file_record(source)
                 if previous is not None and previous.sha256 == sha:
                     report.unchanged += 1
+                    if writer.departments(source) not in (None, departments):
+                        writer.set_departments(source, departments)
+                        report.relabelled += 1
                     continue
                 chunks = chunk_documents(load(path, source, cfg.ingest), cfg.chunk)
+                for c in chunks:
+                    c.departments = list(departments)
                 if not chunks:
                     raise LoadError(source, "no text found")
             except FileSkipped as e:
@@ -218,7 +228,7 @@ def ingest(
             writer.delete_file(source)
         report.deleted = len(removed)
         report.embedded = len(texts)
-        if pending or removed or fresh or old is None:
+        if pending or removed or report.relabelled or fresh or old is None:
             manifest = {
                 **settings,
                 "embedder_config": chosen,

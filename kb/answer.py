@@ -11,6 +11,7 @@ import re
 import time
 from collections.abc import Callable
 
+from kb.access import Principal, departments_of, visible
 from kb.config import AnswerConfig, Config
 from kb.generate.base import Generator, Message
 from kb.grounding import alignment, clean_text, novel_support, supporting_window
@@ -69,7 +70,13 @@ def resolve_citations(text: str, hits: list[Hit]) -> tuple[str, list[Citation]]:
         c = hits[n - 1].chunk
         cits.append(
             Citation(
-                n=n, source=c.source, page=c.page, chunk_id=c.id, text=c.text, heading=" > ".join(c.headings)
+                n=n,
+                source=c.source,
+                page=c.page,
+                chunk_id=c.id,
+                text=c.text,
+                heading=" > ".join(c.headings),
+                departments=list(c.departments),
             )
         )
     return text, cits
@@ -80,8 +87,12 @@ class Answerer:
         self.retriever, self.generator, self.cfg = retriever, generator, cfg
         self.acfg: AnswerConfig = cfg.answer
 
-    def retrieve(self, question: str, k: int | None = None) -> list[Hit]:
-        return self.retriever.search(question, k or self.cfg.retrieval.k) if self.retriever else []
+    def retrieve(self, question: str, k: int | None = None, user: Principal | None = None) -> list[Hit]:
+        """Hits visible to `user` (None = unrestricted): only these can reach the prompt, the
+        citations and a refusal's closest sources."""
+        if not self.retriever:
+            return []
+        return self.retriever.search(question, k or self.cfg.retrieval.k, user=user)
 
     def answer(
         self,
@@ -91,15 +102,19 @@ class Answerer:
         retrieval: bool = True,
         history: list[Message] | None = None,
         on_token: Callable[[str], None] | None = None,
+        user: Principal | None = None,
     ) -> Answer:
+        """Answer from the sources `user` may read. Hits passed in are filtered by `user` again, so a
+        caller's stale list cannot put a hidden chunk in the prompt."""
         t0 = time.perf_counter()
         lang = language(question)
         if not retrieval:
             text = self._generate(plain_messages(question, history), on_token)
             return Answer(text, [], bool(REFUSAL_PATTERNS.search(text)), time.perf_counter() - t0)
         if hits is None:
-            hits = self.retrieve(question)
-        hits = hits[: self.cfg.retrieval.k]
+            hits = self.retrieve(question, user=user)
+        departments = departments_of(user)
+        hits = [h for h in hits if visible(h.chunk.departments, departments)][: self.cfg.retrieval.k]
         refuse, why = self.refuse_before(question, hits)
         if refuse:
             if on_token:

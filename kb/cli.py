@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-from kb.cli_common import config_from_args
+from kb.cli_common import add_user_options, config_from_args, principal_from_args
 from kb.cli_eval import add_eval_parsers, cmd_eval, cmd_eval_set
 from kb.cli_refresh import cmd_finetune, cmd_models, cmd_synth
 
@@ -42,16 +42,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("search", help="hybrid search (dense + BM25, fused)")
     p.add_argument("query")
     p.add_argument("--k", type=int)
+    add_user_options(p)
     _common(p)
 
     p = sub.add_parser("ask", help="answer a question from the documents, with citations")
     p.add_argument("question")
     p.add_argument("--no-retrieval", action="store_true", help="ask the model alone, without documents")
     _adapter(p)
+    add_user_options(p)
     _common(p)
 
     p = sub.add_parser("chat", help="interactive question loop in the terminal")
     p.add_argument("--no-retrieval", action="store_true")
+    add_user_options(p)
     _common(p)
 
     add_eval_parsers(sub, _common, _adapter)
@@ -108,6 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--collection", default="", help="milvus: collection name prefix (default kb_<random id>)")
     _common(p)
+    sub.add_parser(
+        "passwd", help="hash a password for a user entry of access.users_file (read from stdin/tty)"
+    )
     return ap
 
 
@@ -159,7 +165,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     from kb.service import open_retriever
 
     cfg = config_from_args(args)
-    hits = open_retriever(cfg).search(args.query, args.k)
+    hits = open_retriever(cfg).search(args.query, args.k, user=principal_from_args(args, cfg))
     if args.json:
         print(json.dumps([h.to_dict() for h in hits], ensure_ascii=False))
         return 0
@@ -197,9 +203,10 @@ def cmd_ask(args: argparse.Namespace) -> int:
     from kb.service import open_answerer
 
     cfg = config_from_args(args)
+    user = principal_from_args(args, cfg)
     answerer = open_answerer(cfg, retrieval=not args.no_retrieval)
     on_token = None if args.json else (lambda s: print(s, end="", flush=True))
-    ans = answerer.answer(args.question, retrieval=not args.no_retrieval, on_token=on_token)
+    ans = answerer.answer(args.question, retrieval=not args.no_retrieval, on_token=on_token, user=user)
     _print_answer(ans, args.json, streamed=on_token is not None)
     return 0
 
@@ -208,6 +215,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
     from kb.service import open_answerer
 
     cfg = config_from_args(args)
+    user = principal_from_args(args, cfg)
     print("loading the model…", file=sys.stderr)
     answerer = open_answerer(cfg, retrieval=not args.no_retrieval)
     print("Ask a question (empty line or Ctrl-D to quit).", file=sys.stderr)
@@ -220,7 +228,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
         if not q:
             break
         ans = answerer.answer(
-            q, retrieval=not args.no_retrieval, on_token=lambda s: print(s, end="", flush=True)
+            q, retrieval=not args.no_retrieval, on_token=lambda s: print(s, end="", flush=True), user=user
         )
         _print_answer(ans, False, streamed=True)
         n += 1
@@ -306,6 +314,26 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_passwd(args: argparse.Namespace) -> int:
+    import getpass
+
+    from kb.access import hash_password
+
+    if sys.stdin.isatty():
+        password = getpass.getpass("password: ")
+        if getpass.getpass("again: ") != password:
+            print("kb passwd: the passwords differ", file=sys.stderr)
+            return 2
+    else:
+        password = sys.stdin.readline().rstrip("\n")
+    if not password:
+        print("kb passwd: empty password", file=sys.stderr)
+        return 2
+    print(f'password: "{hash_password(password)}"')
+    print("kb passwd: paste the line into the user's entry of access.users_file", file=sys.stderr)
+    return 0
+
+
 COMMANDS = {
     "ingest": cmd_ingest,
     "search": cmd_search,
@@ -319,6 +347,7 @@ COMMANDS = {
     "ui": cmd_ui,
     "feedback": cmd_feedback,
     "migrate": cmd_migrate,
+    "passwd": cmd_passwd,
 }
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from kb.cli_common import config_from_args
+from kb.cli_common import add_user_options, config_from_args, principal_from_args
 from kb.config import Config
 from kb.errors import ConfigError
 
@@ -35,6 +35,7 @@ def add_eval_parsers(sub: argparse._SubParsersAction, common: Adder, adapter: Ad
     p.add_argument("--adapters", help="adapters to compare, comma-separated (implies --matrix)")
     p.add_argument("--report", type=Path, help="write a Markdown + HTML report with plots into this folder")
     adapter(p)
+    add_user_options(p)
     common(p)
 
     p = sub.add_parser("eval-set", help="maintain QA gold sets")
@@ -90,6 +91,7 @@ def _single(args: argparse.Namespace, cfg: Config, items: list[QAItem]) -> int:
         generate=generate,
         out_dir=args.out,
         judge=open_judge(cfg) if generate and retrieval else None,
+        user=principal_from_args(args, cfg),
     )
     if args.report:
         _report(args, cfg, [Run(model, retrieval, summary, results)])
@@ -114,7 +116,14 @@ def _matrix(args: argparse.Namespace, cfg: Config, items: list[QAItem]) -> int:
         args.out.mkdir(parents=True, exist_ok=True)
         cfg.dump(args.out / "config.yaml")
     runs = run_matrix(
-        items, cfg, models, open_generator, open_retriever(cfg), judge=open_judge(cfg), out_dir=args.out
+        items,
+        cfg,
+        models,
+        open_generator,
+        open_retriever(cfg),
+        judge=open_judge(cfg),
+        out_dir=args.out,
+        user=principal_from_args(args, cfg),
     )
     out = {"matrix": [r.row() for r in runs], **({"note": note} if note else {})}
     if args.out:

@@ -141,6 +141,28 @@ class EvalConfig:
 
 
 @dataclass
+class AccessConfig:
+    # Department tags by the top folder of a document's source (its path under the ingested root):
+    # {finance: [finance]} restricts corpus/finance/** to the finance department. A `.kbaccess` file
+    # in a folder overrides this for the folder and below (ingest/access.py). Untagged = public.
+    folders: dict[str, list[str]] = field(default_factory=dict)
+    users_file: str = ""  # YAML of users (kb/access.py); "" = no logins, the chat shows public documents
+    require_login: bool = True  # with a users file, the chat asks for a login before answering
+
+    def validate(self) -> None:
+        from kb.access import norm_departments
+
+        if not isinstance(self.folders, dict):
+            raise ConfigError(f"access.folders: expected a mapping, got {self.folders!r}")
+        for folder, deps in self.folders.items():
+            if isinstance(deps, str):
+                deps = [deps]
+            if not isinstance(deps, list):
+                raise ConfigError(f"access.folders.{folder}: expected a list of departments, got {deps!r}")
+            self.folders[folder] = norm_departments(deps, f"access.folders.{folder}")
+
+
+@dataclass
 class Config:
     kb_dir: str = "kb_data"
     chunk: ChunkConfig = field(default_factory=ChunkConfig)
@@ -151,10 +173,12 @@ class Config:
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     answer: AnswerConfig = field(default_factory=AnswerConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    access: AccessConfig = field(default_factory=AccessConfig)
 
     def validate(self) -> None:
         self.chunk.validate()
         self.eval.validate()
+        self.access.validate()
         if self.retrieval.k < 1:
             raise ConfigError(f"retrieval.k must be >= 1, got {self.retrieval.k}")
 

@@ -42,3 +42,7 @@ class ModelError(KBError):
 
 class DataError(KBError):
     """Input data (QA sets, training pairs) is malformed; the message names the file and line."""
+
+
+class AccessError(KBError):
+    """A user, password or token is unknown or wrong (the message never says which)."""

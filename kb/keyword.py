@@ -97,11 +97,20 @@ class BM25Index:
         df = int(self._df[j]) if j is not None else 0
         return float(np.log(1.0 + (n - df + 0.5) / (df + 0.5)))
 
-    def search(self, query: str, k: int) -> list[tuple[int, float]]:
+    def search(self, query: str, k: int, allowed: np.ndarray | None = None) -> list[tuple[int, float]]:
+        """Top-k (store row, score) with a positive score. `allowed`: a boolean mask over this index's
+        rows (aligned with self.rows; kb.store.acl builds it); rows outside it are never returned, and
+        k is filled from the allowed rows alone."""
         ids = sorted({self.vocab[t] for t in tokenize(query) if t in self.vocab})
         if not ids or self.weights.shape[0] == 0:
             return []
         scores = np.asarray(self.weights[:, ids].sum(axis=1)).ravel()
+        if allowed is not None:
+            if allowed.shape != scores.shape or allowed.dtype != np.bool_:
+                raise ValueError(
+                    f"allowed: expected a bool mask of shape {scores.shape}, got {allowed.shape}"
+                )
+            scores = np.where(allowed, scores, 0.0)  # a hidden row scores 0 and is dropped below
         k = min(k, scores.size)
         top = np.argpartition(-scores, k - 1)[:k]
         top = top[np.argsort(-scores[top], kind="stable")]

@@ -7,8 +7,8 @@ RRF (Cormack et al. 2009) needs no calibration and is robust when one side is we
 from __future__ import annotations
 
 import importlib
-from typing import Any
 
+from kb.access import Principal, departments_of, visible
 from kb.config import RetrievalConfig
 from kb.embed.base import Embedder
 from kb.errors import ConfigError
@@ -41,11 +41,14 @@ class Retriever:
             module, _, cls = RERANKERS[cfg.reranker].partition(":")
             self.reranker = getattr(importlib.import_module(module), cls)(cfg)
 
-    def search(self, query: str, k: int | None = None, user: Any = None) -> list[Hit]:
+    def search(self, query: str, k: int | None = None, user: Principal | None = None) -> list[Hit]:
+        """Top-k hits visible to `user` (None = unrestricted; kb/access.py). Both searches filter by
+        the user's departments inside the index, so hidden chunks never take a place in the top k."""
         k = k or self.cfg.k
+        departments = departments_of(user)
         qvec = self.embedder.embed_batch([query], query=True)[0]  # (dim,)
-        dense = self.store.search_vectors(qvec, max(self.cfg.dense_k, k))
-        keyword = self.store.keyword.search(query, max(self.cfg.keyword_k, k)) if self.store.keyword else []
+        dense = self.store.search_vectors(qvec, max(self.cfg.dense_k, k), departments=departments)
+        keyword = self.store.search_keywords(query, max(self.cfg.keyword_k, k), departments)
         fused = rrf(
             [[r for r, _ in dense], [r for r, _ in keyword]],
             [self.cfg.dense_weight, self.cfg.keyword_weight],
@@ -60,14 +63,15 @@ class Retriever:
         hits = [
             Hit(chunk=chunks[r], score=fused[r], dense=float(vecs[r] @ qvec), keyword=kw.get(r))
             for r in top
-            if r in chunks
+            # Defence in depth: the searches already filtered; a label changed under us must not leak.
+            if r in chunks and visible(chunks[r].departments, departments)
         ]
         if self.reranker is not None:
             hits = self.reranker.rerank(query, hits)
         return hits[:k]
 
 
-def as_langchain_retriever(retriever: Retriever, k: int | None = None):
+def as_langchain_retriever(retriever: Retriever, k: int | None = None, user: Principal | None = None):
     """A LangChain BaseRetriever over our Retriever, for users who build chains with LangChain."""
     from langchain_core.callbacks import CallbackManagerForRetrieverRun
     from langchain_core.documents import Document as LCDocument
@@ -82,7 +86,7 @@ def as_langchain_retriever(retriever: Retriever, k: int | None = None):
                     page_content=h.chunk.text,
                     metadata={k2: v for k2, v in h.to_dict().items() if k2 != "text"},
                 )
-                for h in retriever.search(query, k)
+                for h in retriever.search(query, k, user=user)
             ]
 
     return KBRetriever()

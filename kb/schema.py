@@ -51,6 +51,7 @@ class Hit:
             "dense": None if self.dense is None else round(self.dense, 6),
             "keyword": None if self.keyword is None else round(self.keyword, 6),
             "text": c.text,
+            "departments": list(c.departments),
         }
 
 
@@ -62,6 +63,7 @@ class Citation:
     chunk_id: str
     text: str
     heading: str = ""
+    departments: list[str] = field(default_factory=list)
 
 
 @dataclass

@@ -20,7 +20,7 @@ import streamlit as st
 
 from kb.config import Config
 from kb.registry import Registry
-from ui import docs, jobs, state
+from ui import docs, jobs, preview, state
 from ui.i18n import t
 
 UNLOCKED = "admin_unlocked"  # session key holding the hash the session was unlocked with
@@ -108,10 +108,12 @@ def _document_list(cfg: Config, busy: bool) -> None:
     if not files:
         st.info(t("no_documents"))
         return
+    departments = preview.departments_by_source(cfg.kb_dir)
     st.dataframe(
         [
             {
                 t("col_source"): f.source,
+                t("col_departments"): departments.get(f.source) or t("public"),
                 t("col_chunks"): f.n_chunks,
                 t("col_size"): round(f.size / 1024, 1),
                 t("col_ingested"): time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(f.ingested_at)),
@@ -166,6 +168,7 @@ def _documents_tab(cfg: Config) -> None:
     busy = _ingest(cfg)
     _uploads(cfg, busy)
     _document_list(cfg, busy)
+    preview.preview(cfg)
 
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:

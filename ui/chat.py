@@ -14,11 +14,12 @@ from typing import Any
 
 import streamlit as st
 
+from kb.access import Principal
 from kb.config import Config
 from kb.errors import EmptyKnowledgeBase, KBError
 from kb.prompt import language
 from kb.store.manifest import read_manifest
-from ui import docs, feedback, rewrite, state
+from ui import docs, feedback, login, rewrite, state
 from ui.i18n import t
 
 MESSAGES = "messages"
@@ -126,7 +127,9 @@ def _sidebar(cfg: Config, res: state.Resources | None) -> None:
             st.caption(t("model_info", model=res.model + (f" + {res.adapter}" if res.adapter else "")))
 
 
-def ask(question: str, cfg: Config, res: state.Resources, roots: list[Path]) -> None:
+def ask(
+    question: str, cfg: Config, res: state.Resources, roots: list[Path], user: Principal | None = None
+) -> None:
     """Answer one question in the conversation, streaming into the page, and keep it in history."""
     messages: list[dict[str, Any]] = st.session_state[MESSAGES]
     chain = rewrite.topic_chain(question, messages[-1]["chain"] if messages else [])
@@ -148,7 +151,7 @@ def ask(question: str, cfg: Config, res: state.Resources, roots: list[Path]) -> 
             with state.answering(cfg):
                 # A re-ingest from the admin page committed meanwhile? Answer from the new generation.
                 res.store.refresh()
-                answer = res.answerer.answer(standalone, on_token=on_token)
+                answer = res.answerer.answer(standalone, on_token=on_token, user=user)
                 generation = res.store.generation
         except KBError as e:
             placeholder.error(t("answer_failed", error=e))
@@ -190,6 +193,14 @@ def main() -> None:
     except KBError as e:
         st.error(t("load_failed", error=e))
     _sidebar(cfg, res)
+    try:
+        user = login.current_user(cfg)
+    except KBError as e:  # a missing or malformed users file: nobody gets in
+        st.error(t("load_failed", error=e))
+        return
+    if user is None:
+        st.info(t("sign_in_first"))
+        return
     if res is None:
         return
     roots = docs.manifest_roots(cfg.kb_dir)
@@ -202,7 +213,7 @@ def main() -> None:
             render_answer(msg, cfg, roots)
     question = st.chat_input(t("ask_placeholder"))
     if question and question.strip():
-        ask(question.strip(), cfg, res, roots)
+        ask(question.strip(), cfg, res, roots, user)
 
 
 if __name__ == "__main__":

@@ -156,6 +156,28 @@ LABELS: dict[str, dict[str, str]] = {
         "zh": "还没有评测结果。运行 `kb eval corpus/qa.jsonl --out {dir}/eval/RUN` 生成。",
         "en": "No evaluation results yet. Run `kb eval corpus/qa.jsonl --out {dir}/eval/RUN` to create one.",
     },
+    # sign-in (access.users_file) and the admin's search preview
+    "sign_in": {"zh": "登录", "en": "Sign in"},
+    "user_name": {"zh": "用户名", "en": "User name"},
+    "user_password": {"zh": "密码", "en": "Password"},
+    "sign_in_failed": {"zh": "用户名或密码错误。", "en": "Wrong user name or password."},
+    "sign_in_first": {"zh": "请先在侧边栏登录。", "en": "Please sign in in the sidebar first."},
+    "signed_in": {"zh": "已登录：{name}（{deps}）", "en": "Signed in as {name} ({deps})"},
+    "public_only": {"zh": "仅公开文档", "en": "public documents only"},
+    "public": {"zh": "公开", "en": "public"},
+    "all_documents": {"zh": "全部文档", "en": "all documents"},
+    "sign_out": {"zh": "退出登录", "en": "Sign out"},
+    "preview": {"zh": "检索预览", "en": "Search preview"},
+    "preview_help": {
+        "zh": "以某个用户的权限检索：管理员看到全部文档，其他用户只看到公开文档和本部门的文档。",
+        "en": "Search as a user sees it: the admin sees every document, others only public ones and "
+        "their departments'.",
+    },
+    "view_as": {"zh": "查看身份", "en": "View as"},
+    "as_admin": {"zh": "管理员（全部）", "en": "admin (everything)"},
+    "as_public": {"zh": "未登录（公开）", "en": "anonymous (public)"},
+    "query": {"zh": "检索词", "en": "Query"},
+    "col_departments": {"zh": "部门", "en": "Departments"},
 }
 
 

@@ -133,6 +133,8 @@ def _generate(
                 "chunk_id": c.id,
                 "chunk_hash": c.hash,
                 "source": c.source,
+                "collection": collection(c.source),
+                "departments": list(c.departments),
                 "page": c.page,
                 "doc_sha256": doc_sha,
                 "support": round(score, 3),
@@ -154,9 +156,16 @@ def _write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
     atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
 
 
-def _write_examples(path: Path, conversations: list[list[dict[str, Any]]], fmt: str) -> int:
+def collection(source: str) -> str:
+    """A document's collection: the first folder of its source ("" at the root)."""
+    return source.split("/", 1)[0] if "/" in source else ""
+
+
+def _write_examples(
+    path: Path, conversations: list[list[dict[str, Any]]], fmt: str, meta: list[dict[str, Any]]
+) -> int:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    n = write_examples(tmp, conversations, fmt)
+    n = write_examples(tmp, conversations, fmt, meta=meta)
     os.replace(tmp, path)
     return n
 
@@ -172,12 +181,22 @@ def write_outputs(
     validation_share: float,
     report: SynthReport,
 ) -> None:
-    """Split pairs by document, build the RAFT conversations and write the three output files."""
+    """Split pairs by document, build the RAFT conversations and write the three output files.
+
+    Every pair, training example and QA item carries its source chunk's `departments` (and
+    `collection`), read from the store now, so a re-labelled document re-labels its pairs. Distractors
+    are only drawn from documents at least as restricted as the gold chunk's (public ones, or tagged
+    with all of its departments): whoever may see the gold chunk may see every source in the example,
+    so the example's label is the gold chunk's. `kb finetune` filters by it (data.audience)."""
     for name in ("train.jsonl", "validation.jsonl", "validation_qa.jsonl", "config.yaml", "report.json"):
         for tmp in out_dir.glob(f".{name}.*.tmp"):  # left by a run killed mid-write
             tmp.unlink(missing_ok=True)
     chunks = store.iter_chunks()
     by_id = {c.id: c for c in chunks}
+    for p in pairs:
+        p["departments"] = list(by_id[p["chunk_id"]].departments)
+        p["collection"] = collection(p["source"])
+    restricted = {c.source: set(c.departments) for c in chunks if c.departments}
     distractors = Distractors(chunks, _vectors(store, chunks))
     val_sources = split_sources([p["source"] for p in pairs], validation_share)
     splits: dict[str, list[dict[str, Any]]] = {"train": [], "validation": []}
@@ -189,17 +208,21 @@ def write_outputs(
     max_chars = cfg.answer.max_context_chars
     for name, items in splits.items():
         modes = assign_modes([p["id"] for p in items], shares, seed)
-        banned = frozenset(val_sources) if name == "train" else frozenset()
-        convs = []
+        base = frozenset(val_sources) if name == "train" else frozenset()
+        bans: dict[tuple[str, ...], frozenset[str]] = {}
+        convs, meta = [], []
         for p in items:
-            conv, shown = conversation(
-                p, modes[p["id"]], by_id[p["chunk_id"]], distractors, max_chars, seed, banned
-            )
+            gold = by_id[p["chunk_id"]]
+            key = tuple(gold.departments)
+            if key not in bans:
+                bans[key] = base | {s for s, d in restricted.items() if not key or not set(key) <= d}
+            conv, shown = conversation(p, modes[p["id"]], gold, distractors, max_chars, seed, bans[key])
             convs.append(conv)
+            meta.append({"departments": p["departments"], "collection": p["collection"]})
             modes_total[modes[p["id"]]] += 1
             if name == "validation":
-                qa.append(qa_record(p, modes[p["id"]], shown))
-        setattr(report, name, _write_examples(out_dir / f"{name}.jsonl", convs, fmt))
+                qa.append({**qa_record(p, modes[p["id"]], shown), **meta[-1]})
+        setattr(report, name, _write_examples(out_dir / f"{name}.jsonl", convs, fmt, meta))
     _write_jsonl(out_dir / "validation_qa.jsonl", qa)
     report.validation_qa = len(qa)
     report.modes = dict(sorted(modes_total.items()))

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kb.access import Principal
 from kb.answer import Answerer
 from kb.config import Config
 from kb.eval.judge import Judge
@@ -77,6 +78,7 @@ def run_matrix(
     judge: Judge | None = None,
     out_dir: Path | None = None,
     progress: bool = True,
+    user: Principal | None = None,
 ) -> list[Run]:
     """Rows in the order model × (with retrieval, without); `open_generator(cfg)` loads one model."""
     cache = RetrievalCache()
@@ -97,6 +99,7 @@ def run_matrix(
                 judge=judge,
                 progress=progress,
                 desc=run.label,
+                user=user,
             )
             runs.append(run)
         del answerer  # free this model before the next one loads

@@ -12,6 +12,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from kb.access import Principal
 from kb.answer import Answerer
 from kb.errors import DataError
 from kb.eval import metrics as M
@@ -70,18 +71,22 @@ class RetrievalCache:
     that retrieval time)."""
 
     def __init__(self) -> None:
-        self._hits: dict[str, tuple[list[Hit], float]] = {}
+        self._hits: dict[tuple[str, tuple[str, ...] | None], tuple[list[Hit], float]] = {}
 
-    def get(self, answerer: Answerer, question: str, k: int) -> tuple[list[Hit], float]:
+    def get(
+        self, answerer: Answerer, question: str, k: int, user: Principal | None = None
+    ) -> tuple[list[Hit], float]:
         if not self._hits:
             # Untimed warm-up: the first search loads jieba's dictionary (seconds), which would
             # otherwise land in the first item's latency and, on a small set, in p95.
-            answerer.retrieve(question, k=k)
-        if question not in self._hits:
+            answerer.retrieve(question, k=k, user=user)
+        # Cached per question and per what the user may see, so one user's hits never serve another.
+        seen = None if user is None or user.effective is None else tuple(sorted(user.effective))
+        if (question, seen) not in self._hits:
             t0 = time.perf_counter()
-            hits = answerer.retrieve(question, k=k)
-            self._hits[question] = (hits, time.perf_counter() - t0)
-        return self._hits[question]
+            hits = answerer.retrieve(question, k=k, user=user)
+            self._hits[question, seen] = (hits, time.perf_counter() - t0)
+        return self._hits[question, seen]
 
 
 def run_items(
@@ -94,12 +99,14 @@ def run_items(
     cache: RetrievalCache | None = None,
     judge: Callable[[str, list[str]], bool] | None = None,
     desc: str = "eval",
+    user: Principal | None = None,
 ) -> Iterator[dict[str, Any]]:
     """One result dict per item, as it completes (so a caller can save per-item JSONL as it goes).
-    `judge(sentence, cited_texts)` replaces the lexical faithfulness test (metrics.py)."""
+    `judge(sentence, cited_texts)` replaces the lexical faithfulness test (metrics.py). `user`: evaluate
+    as this user sees the knowledge base (retrieval filtered by department)."""
     cache = cache or RetrievalCache()
     for item in tqdm(items, desc=desc, unit="q", disable=not progress, file=sys.stderr):
-        hits, retrieval_s = cache.get(answerer, item.question, RANKS) if retrieval else ([], 0.0)
+        hits, retrieval_s = cache.get(answerer, item.question, RANKS, user) if retrieval else ([], 0.0)
         rec: dict[str, Any] = {
             "id": item.id,
             "question": item.question,
@@ -117,7 +124,7 @@ def run_items(
         answer_s = 0.0
         if generate:
             t0 = time.perf_counter()
-            ans = answerer.answer(item.question, hits=hits, retrieval=retrieval)
+            ans = answerer.answer(item.question, hits=hits, retrieval=retrieval, user=user)
             answer_s = time.perf_counter() - t0
             cited = [c.text for c in ans.citations]
             answered = not ans.refused
@@ -182,6 +189,7 @@ def evaluate(
     judge: Judge | None = None,
     progress: bool = True,
     desc: str = "eval",
+    user: Principal | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Run and summarize one configuration; with `out_dir`, per-item results go to items.jsonl as they
     complete (a crash keeps what was done) and the summary to summary.json."""
@@ -200,6 +208,7 @@ def evaluate(
             cache=cache,
             judge=judge,
             desc=desc,
+            user=user,
         ):
             results.append(rec)
             if out:
@@ -210,6 +219,8 @@ def evaluate(
             out.close()
     by = f"judge:{judge.name}" if judge else "lexical"
     summary = summarize(results, retrieval=retrieval, generate=generate, faithfulness_by=by)
+    if user is not None:
+        summary["as"] = {"user": user.name, "departments": sorted(user.departments or [])}
     if out_dir is not None:
         (out_dir / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
     return summary, results

@@ -146,6 +146,18 @@ class Store(ABC):
         """Top-k visible rows by inner product (= cosine, rows are unit norm), best first. query: (dim,)."""
 
     @abstractmethod
+    def keyword_mask(self, departments: frozenset[str] | None) -> np.ndarray | None:
+        """Boolean mask over `keyword.rows` of the rows visible to `departments`; None = all visible."""
+
+    def search_keywords(
+        self, query: str, k: int, departments: frozenset[str] | None = None
+    ) -> list[tuple[int, float]]:
+        """BM25 top-k among the rows visible to `departments`, filtered inside the search."""
+        if self.keyword is None:
+            return []
+        return self.keyword.search(query, k, allowed=self.keyword_mask(departments))
+
+    @abstractmethod
     def chunks(self, rows: list[int]) -> dict[int, Chunk]: ...
 
     @abstractmethod

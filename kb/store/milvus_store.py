@@ -28,6 +28,7 @@ from kb.errors import EmptyKnowledgeBase, StoreError
 from kb.keyword import BM25Index
 from kb.schema import Chunk
 from kb.store import milvus_client as mc
+from kb.store.acl import RowAccess
 from kb.store.base import (
     FileRecord,
     Store,
@@ -76,6 +77,7 @@ class MilvusStore(Store):
         super().__init__(kb_dir)
         self._db: sqlite3.Connection | None = None
         self._n = 0
+        self._acl: tuple[int | None, RowAccess] | None = None
 
     def refresh(self) -> bool:
         manifest = read_manifest(self.dir)
@@ -130,6 +132,16 @@ class MilvusStore(Store):
             search_params=mc.search_params(self.index, k),
         )
         return [(int(h["row"]), float(h["distance"])) for h in res[0]]
+
+    def keyword_mask(self, departments: frozenset[str] | None) -> np.ndarray | None:
+        if departments is None or self.keyword is None:
+            return None
+        if self._acl is None or self._acl[0] != self.generation:
+            # Departments live in the collection: read them once per generation for the keyword side.
+            rows = [r for (r,) in self.db.execute("SELECT row FROM chunks")]
+            labels = [(r, c.departments) for r, c in self.chunks(rows).items()]
+            self._acl = (self.generation, RowAccess(labels, self.keyword.rows))
+        return self._acl[1].mask_for(departments)
 
     def chunks(self, rows: list[int]) -> dict[int, Chunk]:
         return {

@@ -21,15 +21,17 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from kb.access import Departments
 from kb.errors import EmptyKnowledgeBase, StoreError
 from kb.keyword import BM25Index
 from kb.schema import Chunk
+from kb.store.acl import RowAccess
 from kb.store.base import (
     FileRecord,
     Store,
@@ -48,7 +50,8 @@ CREATE TABLE IF NOT EXISTS files (
 CREATE TABLE IF NOT EXISTS chunks (
     row INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL, source TEXT NOT NULL, page INTEGER,
     headings TEXT NOT NULL, start INTEGER NOT NULL, "end" INTEGER NOT NULL, hash TEXT NOT NULL,
-    text TEXT NOT NULL, tokens TEXT NOT NULL, vector BLOB NOT NULL, departments TEXT NOT NULL DEFAULT '[]'
+    text TEXT NOT NULL, tokens TEXT NOT NULL, vector BLOB NOT NULL,
+    departments TEXT NOT NULL DEFAULT '[]'
 );
 CREATE INDEX IF NOT EXISTS chunks_source ON chunks(source);
 CREATE INDEX IF NOT EXISTS chunks_id ON chunks(id);
@@ -84,10 +87,7 @@ class _Snapshot:
     index: Any  # faiss.Index
     keyword: BM25Index
     cols: str  # the chunk columns to select (generations from before access control lack departments)
-    dept_col: str
-    # Access-filter caches of this generation, filled on first use (see _visible_rows).
-    access: dict[str, Any] = field(default_factory=dict)
-    selectors: dict[frozenset[str], tuple[int, Any]] = field(default_factory=dict)
+    acl: RowAccess  # departments → rows of this generation, for filtering inside the searches
 
 
 class FaissStore(Store):
@@ -172,11 +172,15 @@ class FaissStore(Store):
             index = faiss.read_index(str(gen_dir / "index.faiss"))
             keyword = BM25Index.load(gen_dir)
             # Generations written before access control have no departments column: all public.
-            dept_col = "departments" if _has_departments(db) else "'[]'"
+            tagged = _has_departments(db)
+            labels = db.execute("SELECT row, departments FROM chunks").fetchall() if tagged else []
         except (sqlite3.Error, RuntimeError, OSError) as e:  # faiss raises RuntimeError
             raise StoreError(f"{gen_dir}: cannot open generation {manifest['live']}: {e}") from e
-        cols = f'row, id, source, page, headings, start, "end", hash, text, {dept_col}'
-        return _Snapshot(manifest["live"], manifest, db, index, keyword, cols, dept_col)
+        acl = RowAccess([(row, json.loads(deps)) for row, deps in labels], keyword.rows)
+        cols = 'row, id, source, page, headings, start, "end", hash, text, ' + (
+            "departments" if tagged else "'[]'"
+        )
+        return _Snapshot(manifest["live"], manifest, db, index, keyword, cols, acl)
 
     @property
     def db(self) -> sqlite3.Connection:
@@ -187,48 +191,28 @@ class FaissStore(Store):
         return int(self._index.ntotal) if self._index is not None else 0
 
     def search_vectors(
-        self, query: np.ndarray, k: int, departments: frozenset[str] | None = None
+        self, query: np.ndarray, k: int, departments: Departments = None
     ) -> list[tuple[int, float]]:
+        """Top-k chunk rows by inner product (= cosine, rows are unit norm) among the rows visible to
+        `departments` (None = all; kb/access.py). query: (dim,). The filter is a FAISS ID selector
+        inside the search, so k visible rows come back whenever k exist."""
         snap = self._snap
         if snap is None or snap.index.ntotal == 0:
             return []
-        q = np.asarray(query, np.float32).reshape(1, -1)
-        if departments is None:
-            scores, ids = snap.index.search(q, min(k, int(snap.index.ntotal)))
-        else:
+        allowed = snap.acl.rows_for(departments)
+        params, n = None, int(snap.index.ntotal)
+        if allowed is not None:
+            if allowed.size == 0:
+                return []
             import faiss
 
-            selectors = snap.selectors
-            if departments not in selectors:
-                if len(selectors) >= 256:  # bounded: department sets are few in practice
-                    selectors.clear()
-                allowed = self._visible_rows(snap, departments)
-                selectors[departments] = (allowed.size, faiss.IDSelectorBatch(allowed))  # copies the ids
-            n_allowed, selector = selectors[departments]
-            if n_allowed == 0:
-                return []
-            params = faiss.SearchParameters(sel=selector)
-            scores, ids = snap.index.search(q, min(k, n_allowed), params=params)
+            params, n = faiss.SearchParameters(sel=snap.acl.selector_for(departments)), int(allowed.size)
+        q = np.asarray(query, np.float32).reshape(1, -1)
+        scores, ids = snap.index.search(q, min(k, n), params=params)
         return [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
 
-    @staticmethod
-    def _visible_rows(snap: _Snapshot, departments: frozenset[str]) -> np.ndarray:
-        """Rows a user of these departments may see: public ones, and those sharing a department.
-        The row lists per department are read once per generation."""
-        if not snap.access:
-            public: list[int] = []
-            by_dept: dict[str, list[int]] = {}
-            for row, deps in snap.db.execute(f"SELECT row, {snap.dept_col} FROM chunks"):
-                names = json.loads(deps)
-                if not names:
-                    public.append(row)
-                for d in names:
-                    by_dept.setdefault(d, []).append(row)
-            snap.access["public"] = np.asarray(public, np.int64)
-            snap.access["by_dept"] = {d: np.asarray(r, np.int64) for d, r in by_dept.items()}
-        by_dept_rows = snap.access["by_dept"]
-        parts = [snap.access["public"]] + [by_dept_rows[d] for d in departments if d in by_dept_rows]
-        return np.unique(np.concatenate(parts))
+    def keyword_mask(self, departments: Departments) -> np.ndarray | None:
+        return self._snap.acl.mask_for(departments) if self._snap is not None else None
 
     def chunks(self, rows: list[int]) -> dict[int, Chunk]:
         if not rows:
@@ -291,7 +275,7 @@ class FaissWriter(Writer):
         else:
             self.db = sqlite3.connect(db_path)
         self.db.executescript(SCHEMA)
-        if not _has_departments(self.db):  # a generation from before access control
+        if not _has_departments(self.db):  # built before access control: every chunk was public
             self.db.execute("ALTER TABLE chunks ADD COLUMN departments TEXT NOT NULL DEFAULT '[]'")
         self.closed = False
 
@@ -343,6 +327,17 @@ class FaissWriter(Writer):
         self.db.execute(
             "INSERT INTO files VALUES (?,?,?,?,?)",
             (record.source, record.sha256, record.size, len(chunks), record.ingested_at),
+        )
+
+    def departments(self, source: str) -> list[str] | None:
+        """The departments stored for a document's chunks (None when it has none)."""
+        r = self.db.execute("SELECT departments FROM chunks WHERE source = ? LIMIT 1", (source,)).fetchone()
+        return json.loads(r[0]) if r else None
+
+    def set_departments(self, source: str, departments: list[str]) -> None:
+        """Re-label a document's chunks; vectors and tokens stay (no re-embedding)."""
+        self.db.execute(
+            "UPDATE chunks SET departments = ? WHERE source = ?", (json.dumps(sorted(departments)), source)
         )
 
     def commit(

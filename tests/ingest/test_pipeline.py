@@ -44,6 +44,7 @@ def test_first_ingest_then_unchanged_embeds_nothing(corpus, cfg):
         "updated",
         "deleted",
         "unchanged",
+        "relabelled",
         "failed",
         "skipped",
         "chunks",

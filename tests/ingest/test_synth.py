@@ -34,6 +34,8 @@ PAIR_KEYS = {
     "chunk_id",
     "chunk_hash",
     "source",
+    "collection",
+    "departments",
     "page",
     "doc_sha256",
     "support",
@@ -184,7 +186,10 @@ def sources_of(user: str) -> dict[int, str]:
     """{n: text} of the numbered sources in an answer prompt."""
     body = user.split("\n\n问题：")[0].split("\n\nQuestion: ")[0]
     blocks = re.split(r"\n\[(\d+)\] \([^\n]*\)\n", body)
-    return {int(n): text.strip() for n, text in zip(blocks[1::2], blocks[2::2], strict=True)}
+    unwrap = re.compile(r"^<source>\n(.*)\n</source>$", re.DOTALL)  # kb.prompt delimits each source
+    return {
+        int(n): unwrap.sub(r"\1", text.strip()) for n, text in zip(blocks[1::2], blocks[2::2], strict=True)
+    }
 
 
 def test_raft_modes_and_shares():
@@ -332,7 +337,10 @@ def test_alpaca_output(corpus, cfg, tmp_path):
     rows = read_jsonl(tmp_path / "out" / "train.jsonl") + read_jsonl(tmp_path / "out" / "validation.jsonl")
     assert len(rows) == report.train + report.validation > 0
     for r in rows:
-        assert set(r) == {"instruction", "input", "output", "system"} and r["output"]
+        assert (
+            set(r) == {"instruction", "input", "output", "system", "departments", "collection"}
+            and r["output"]
+        )
 
 
 def test_bad_arguments(corpus, cfg, tmp_path):

@@ -50,6 +50,25 @@ class EmbedderConfig:
     batch_size: int = 32
     max_length: int = 512  # tokens; longer texts are truncated by the embedder
     threads: int = 0  # torch intra-op threads; 0 = torch's default
+    quantize: str = (
+        "none"  # e5-small: none | int8 (dynamic int8 matmuls; bench/README.md has speed and quality)
+    )
+
+
+@dataclass
+class IndexConfig:
+    """The FAISS vector index (kb/store/faiss_index.py). Figures behind the defaults: bench/README.md."""
+
+    type: str = "auto"  # auto | flat | ivf | hnsw; auto = flat up to flat_max chunks, `large` above
+    flat_max: int = 100_000  # exact search reads every vector: ~15 ms at 100k, ~150 ms at 1M on 2 cores
+    large: str = "ivf"  # what auto picks above flat_max: ivf (updates in place) | hnsw
+    ivf_nlist: int = 0  # k-means cells; 0 = 2*sqrt(chunks)
+    ivf_nprobe: int = 48  # cells scanned per query: recall against speed
+    ivf_train_iters: int = 10  # k-means iterations when (re)training
+    retrain_growth: float = 2.0  # ivf is retrained when the chunk count moved by this factor since training
+    hnsw_m: int = 32  # graph neighbours per node
+    hnsw_ef_construction: int = 80
+    hnsw_ef_search: int = 96
 
 
 @dataclass
@@ -94,6 +113,7 @@ class Config:
     chunk: ChunkConfig = field(default_factory=ChunkConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
     embedder: EmbedderConfig = field(default_factory=EmbedderConfig)
+    index: IndexConfig = field(default_factory=IndexConfig)
     retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     answer: AnswerConfig = field(default_factory=AnswerConfig)

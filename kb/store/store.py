@@ -4,7 +4,10 @@ Layout of a knowledge base directory:
     manifest.json            live generation, embedder, chunk settings, versions, stats
     ingest.lock              flock held by the one writer
     generations/<n>/         chunks.sqlite (text, metadata, vectors as float32 blobs, tokens),
-                             index.faiss (vectors by chunk row), bm25_*.npy/json
+                             index.faiss (vectors by chunk row; type in the manifest's "index"),
+                             bm25_*.npy/json (term counts)
+A commit updates the previous generation's FAISS and BM25 indexes with the rows deleted and added
+since (kb/store/faiss_index.py says when it rebuilds instead).
     generations/.<n>.tmp-*/  a generation being built; deleted if a crash left it behind
 """
 
@@ -22,9 +25,11 @@ from typing import Any
 
 import numpy as np
 
+from kb.config import IndexConfig
 from kb.errors import EmptyKnowledgeBase, IngestLocked, StoreError
 from kb.keyword import BM25Index
 from kb.schema import Chunk
+from kb.store import faiss_index
 from kb.store.manifest import fsync_dir, read_manifest, write_manifest
 
 SCHEMA = """
@@ -99,7 +104,12 @@ class Store:
             raise StoreError(f"{self.dir}: manifest names generation {manifest['live']}, which is missing")
         db = sqlite3.connect(f"file:{gen_dir / 'chunks.sqlite'}?mode=ro", uri=True, check_same_thread=False)
         self._index = faiss.read_index(str(gen_dir / "index.faiss"))
-        self.keyword = BM25Index.load(gen_dir)
+        self._search_params = faiss_index.search_params(manifest.get("index", {"type": "flat"}))
+        if BM25Index.exists(gen_dir):
+            self.keyword = BM25Index.load(gen_dir)
+        else:  # a generation from before term counts were stored: count its stored tokens once
+            stored = db.execute("SELECT row, tokens FROM chunks ORDER BY row").fetchall()
+            self.keyword = BM25Index.build([r for r, _ in stored], [t.split() for _, t in stored])
         if self._db is not None:
             self._db.close()
         self._db, self.manifest, self.generation = db, manifest, manifest["live"]
@@ -117,7 +127,9 @@ class Store:
         """Top-k chunk rows by inner product (= cosine, rows are unit norm). query: (dim,)."""
         if len(self) == 0:
             return []
-        scores, ids = self._index.search(np.asarray(query, np.float32).reshape(1, -1), min(k, len(self)))
+        scores, ids = self._index.search(
+            np.asarray(query, np.float32).reshape(1, -1), min(k, len(self)), params=self._search_params
+        )
         return [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
 
     def chunks(self, rows: list[int]) -> dict[int, Chunk]:
@@ -169,6 +181,7 @@ class Writer:
         self._clean_stale()
         self.base = None if fresh else read_manifest(self.dir)
         live = self.base.get("live") if self.base else None
+        self.base_dir = self.dir / "generations" / str(live) if live is not None else None
         existing = [int(p.name) for p in (self.dir / "generations").iterdir() if p.name.isdigit()]
         self.number = max(existing + [live or 0]) + 1
         self.tmp = self.dir / "generations" / f".{self.number}.tmp-{os.getpid()}"
@@ -184,6 +197,10 @@ class Writer:
         else:
             self.db = sqlite3.connect(db_path)
         self.db.executescript(SCHEMA)
+        # What this writer changes, so that commit can update the live indexes instead of rebuilding:
+        # rows deleted from the copy, and rows added (autoincrement: all above base_max_row).
+        self.base_max_row = self.db.execute("SELECT COALESCE(MAX(row), 0) FROM chunks").fetchone()[0]
+        self.deleted_rows: list[int] = []
         self.closed = False
 
     def _clean_stale(self) -> None:
@@ -199,6 +216,9 @@ class Writer:
         return {r[0] for r in self.db.execute("SELECT source FROM files")}
 
     def delete_file(self, source: str) -> None:
+        self.deleted_rows.extend(
+            r for (r,) in self.db.execute("SELECT row FROM chunks WHERE source = ?", (source,))
+        )
         self.db.execute("DELETE FROM chunks WHERE source = ?", (source,))
         self.db.execute("DELETE FROM files WHERE source = ?", (source,))
 
@@ -235,24 +255,12 @@ class Writer:
             (record.source, record.sha256, record.size, len(chunks), record.ingested_at),
         )
 
-    def commit(self, manifest: dict[str, Any], keep: int = 2) -> int:
-        """Build the indexes, make the generation durable, then switch the manifest to it."""
-        import faiss
-
+    def commit(self, manifest: dict[str, Any], keep: int = 2, index: IndexConfig | None = None) -> int:
+        """Build (or update) the indexes, make the generation durable, then switch the manifest to it.
+        The manifest records the vector index's type and parameters under "index"."""
         self.db.commit()
-        rows, vecs, toks = [], [], []
-        for row, vec, tok in self.db.execute("SELECT row, vector, tokens FROM chunks ORDER BY row"):
-            rows.append(row)
-            vecs.append(np.frombuffer(vec, dtype=np.float32))
-            toks.append(tok.split())
-        self.db.execute("VACUUM")
-        self.db.close()
-        dim = int(manifest["embedder"]["dim"])
-        index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
-        if rows:
-            index.add_with_ids(np.vstack(vecs).astype(np.float32), np.asarray(rows, np.int64))
-        faiss.write_index(index, str(self.tmp / "index.faiss"))
-        BM25Index.build(rows, toks).save(self.tmp)
+        info = self._write_indexes(int(manifest["embedder"]["dim"]), index or IndexConfig())
+        n_chunks = info.pop("chunks")
         for p in self.tmp.iterdir():
             with open(p, "rb") as f:
                 os.fsync(f.fileno())
@@ -267,12 +275,72 @@ class Writer:
                 **manifest,
                 "live": self.number,
                 "committed_at": time.time(),
-                "stats": {"files": n_files, "chunks": len(rows)},
+                "index": info,
+                "stats": {"files": n_files, "chunks": n_chunks},
             },
         )
         self._prune(keep)
         self._release()
         return self.number
+
+    def _vectors(self, where: str = "", args: tuple = ()) -> tuple[np.ndarray, np.ndarray]:
+        rows, vecs = [], []
+        for row, vec in self.db.execute(f"SELECT row, vector FROM chunks {where} ORDER BY row", args):
+            rows.append(row)
+            vecs.append(np.frombuffer(vec, dtype=np.float32))
+        return np.asarray(rows, np.int64), (np.vstack(vecs) if vecs else np.zeros((0, 0), np.float32))
+
+    def _write_indexes(self, dim: int, cfg: IndexConfig) -> dict[str, Any]:
+        """index.faiss and bm25_* for this generation, from the previous generation's plus this
+        writer's changes where possible; the FAISS info dict for the manifest (+ "chunks")."""
+        import faiss
+
+        n = self.db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0]
+        removed = np.asarray(sorted(set(self.deleted_rows)), np.int64)
+        base = self.base_dir
+        prev_info = (self.base or {}).get("index")
+        new_rows, new_toks = [], []
+        for row, tok in self.db.execute(
+            "SELECT row, tokens FROM chunks WHERE row > ? ORDER BY row", (self.base_max_row,)
+        ):
+            new_rows.append(row)
+            new_toks.append(tok.split())
+        if base is not None and BM25Index.exists(base):
+            keyword = BM25Index.load(base).updated(removed, new_rows, new_toks)
+            kw_mode = "incremental"
+        else:
+            rows, toks = [], []
+            for row, tok in self.db.execute("SELECT row, tokens FROM chunks ORDER BY row"):
+                rows.append(row)
+                toks.append(tok.split())
+            keyword, kw_mode = BM25Index.build(rows, toks), "full"
+        keyword.save(self.tmp)
+        del keyword
+
+        result = None
+        if base is not None and prev_info and (base / "index.faiss").exists():
+            prev = faiss.read_index(str(base / "index.faiss"))
+            result = faiss_index.update(
+                prev,
+                prev_info,
+                removed,
+                np.asarray(new_rows, np.int64),
+                lambda: self._vectors("WHERE row > ?", (self.base_max_row,))[1],
+                n,
+                cfg,
+            )
+        if result is None:
+            rows, vecs = self._vectors()
+            result = faiss_index.build(vecs.reshape(len(rows), dim), rows, cfg)
+            mode = "full"
+        else:
+            mode = "incremental"
+        index, info = result
+        faiss.write_index(index, str(self.tmp / "index.faiss"))
+        if len(removed):
+            self.db.execute("VACUUM")  # space of deleted rows back; an add-only commit has none
+        self.db.close()
+        return {**info, "built": mode, "keyword_built": kw_mode, "chunks": n}
 
     def _prune(self, keep: int) -> None:
         gens = sorted(int(p.name) for p in (self.dir / "generations").iterdir() if p.name.isdigit())

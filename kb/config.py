@@ -60,7 +60,8 @@ class IndexConfig:
     """The FAISS vector index (kb/store/faiss_index.py). Figures behind the defaults: bench/README.md."""
 
     type: str = "auto"  # auto | flat | ivf | hnsw; auto = flat up to flat_max chunks, `large` above
-    flat_max: int = 100_000  # exact search reads every vector: ~15 ms at 100k, ~150 ms at 1M on 2 cores
+    flat_max: int = 20_000  # exact search reads every vector per query: p50 16 ms at 10k, 270 ms at 100k
+    # on the shared 2-core machine (bench/results/query.json); ivf at 100k: a few ms
     large: str = "ivf"  # what auto picks above flat_max: ivf (updates in place) | hnsw
     ivf_nlist: int = 0  # k-means cells; 0 = 2*sqrt(chunks)
     ivf_nprobe: int = 48  # cells scanned per query: recall against speed

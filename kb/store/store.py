@@ -6,9 +6,11 @@ Layout of a knowledge base directory:
     generations/<n>/         chunks.sqlite (text, metadata, vectors as float32 blobs, tokens),
                              index.faiss (vectors by chunk row; type in the manifest's "index"),
                              bm25_*.npy/json (term counts)
-A commit updates the previous generation's FAISS and BM25 indexes with the rows deleted and added
-since (kb/store/faiss_index.py says when it rebuilds instead).
     generations/.<n>.tmp-*/  a generation being built; deleted if a crash left it behind
+
+A commit updates the previous generation's FAISS and BM25 indexes with the rows deleted and added
+since, rather than rebuilding them from every stored chunk (kb/store/faiss_index.py says when the
+vector index is rebuilt instead).
 """
 
 from __future__ import annotations

@@ -46,7 +46,8 @@ def percentile(xs: list[float], p: float) -> float:
 class Synth:
     """Deterministic generator of vectors and token ids for chunk i (blocks, so 1M fits in memory)."""
 
-    def __init__(self, seed: int = 0):
+    def __init__(self, seed: int = 0, spread: float = 0.6):
+        self.spread = spread  # within-topic spread in latent units (topic centres ~ N(0, 1))
         rng = np.random.default_rng(seed)
         self.topics = rng.normal(size=(TOPICS, LATENT)).astype(np.float32)
         q, _ = np.linalg.qr(rng.normal(size=(DIM, LATENT)))
@@ -58,7 +59,7 @@ class Synth:
     def latent(self, start: int, n: int) -> np.ndarray:
         rng = np.random.default_rng(1_000_003 + start)
         t = rng.integers(0, TOPICS, n)
-        return self.topics[t] + 0.6 * rng.normal(size=(n, LATENT)).astype(np.float32)
+        return self.topics[t] + self.spread * rng.normal(size=(n, LATENT)).astype(np.float32)
 
     def embed(self, z: np.ndarray, seed: int) -> np.ndarray:
         x = z @ self.proj + 0.02 * np.random.default_rng(seed).normal(size=(len(z), DIM)).astype(np.float32)
@@ -359,6 +360,9 @@ def main() -> None:
     ap.add_argument("--flat-queries", type=int, default=30)
     ap.add_argument("--set", action="append", default=[])
     ap.add_argument("--out", type=Path, help="also write the JSON lines to this file")
+    ap.add_argument(
+        "--spread", type=float, default=0.6, help="with --types: within-topic spread (harder: 1.5)"
+    )
     ap.add_argument("--types", help="only compare these vector index types (e.g. ivf,hnsw) at each size")
     args = ap.parse_args()
     cfg = load_config(overrides=["kb_dir=unused", *args.set])
@@ -366,7 +370,7 @@ def main() -> None:
         rows = [
             r
             for n in args.sizes.split(",")
-            for r in compare_types(int(n), args.types.split(","), args, cfg, Synth())
+            for r in compare_types(int(n), args.types.split(","), args, cfg, Synth(spread=args.spread))
         ]
         if args.out:
             args.out.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")

@@ -235,7 +235,7 @@ def ingest(
                 "versions": _versions(),
                 "roots": [str(Path(p).resolve()) for p in paths],
             }
-            report.generation = writer.commit(manifest, keep=cfg.ingest.keep_generations)
+            report.generation = writer.commit(manifest, keep=cfg.ingest.keep_generations, index=cfg.index)
         else:
             writer.abort()  # nothing changed: no new generation, the live one stays
             report.generation = old.get("live") if old else None

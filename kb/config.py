@@ -65,6 +65,26 @@ class EmbedderConfig:
     batch_size: int = 32
     max_length: int = 512  # tokens; longer texts are truncated by the embedder
     threads: int = 0  # torch intra-op threads; 0 = torch's default
+    # e5-small: int8 | none. int8 = dynamic int8 matmuls: ingest CPU time 29.2 → 19.1 s on corpus/;
+    # CMRC2018 hit@1 0.9733 → 0.9674, hit@5 0.9957 both, MRR@10 0.9835 → 0.9802 (bench/README.md)
+    quantize: str = "int8"
+
+
+@dataclass
+class IndexConfig:
+    """The FAISS vector index (kb/store/faiss_index.py). Figures behind the defaults: bench/README.md."""
+
+    type: str = "auto"  # auto | flat | ivf | hnsw; auto = flat up to flat_max chunks, `large` above
+    flat_max: int = 20_000  # exact search reads every vector per query: p50 16 ms at 10k, 270 ms at 100k
+    # on the shared 2-core machine (bench/results/query.json); ivf at 100k: a few ms
+    large: str = "ivf"  # what auto picks above flat_max: ivf (updates in place) | hnsw
+    ivf_nlist: int = 0  # k-means cells; 0 = 2*sqrt(chunks)
+    ivf_nprobe: int = 48  # cells scanned per query: recall against speed
+    ivf_train_iters: int = 10  # k-means iterations when (re)training
+    retrain_growth: float = 2.0  # ivf is retrained when the chunk count moved by this factor since training
+    hnsw_m: int = 32  # graph neighbours per node
+    hnsw_ef_construction: int = 80
+    hnsw_ef_search: int = 96
 
 
 @dataclass
@@ -169,6 +189,7 @@ class Config:
     ingest: IngestConfig = field(default_factory=IngestConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
     embedder: EmbedderConfig = field(default_factory=EmbedderConfig)
+    index: IndexConfig = field(default_factory=IndexConfig)
     retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     answer: AnswerConfig = field(default_factory=AnswerConfig)

@@ -10,6 +10,7 @@ embedder.max_length tokens are truncated; the engine instead averages 510-token 
 from __future__ import annotations
 
 import json
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +44,7 @@ class BertEncoder:
         self.pos = t["embeddings.position_embeddings.weight"]  # (P, H)
         self.type0 = t["embeddings.token_type_embeddings.weight"][0]  # (H,): every token is type 0
         self.eln = (t["embeddings.LayerNorm.weight"], t["embeddings.LayerNorm.bias"])
+        self.int8: list[tuple] | None = None  # set by quantize_int8()
         self.layers = []
         for i in range(int(config["num_hidden_layers"])):
             p = f"encoder.layer.{i}."
@@ -73,15 +75,44 @@ class BertEncoder:
         x = F.layer_norm(x, (H,), *self.eln, eps=self.eps)
         # keys that are padding get no attention; None lets SDPA take its unmasked fast path
         attn_mask = None if bool(mask.all()) else mask[:, None, None, :]  # (B, 1, 1, L)
-        for qkv_w, qkv_b, ao_w, ao_b, aln_w, aln_b, fi_w, fi_b, fo_w, fo_b, oln_w, oln_b in self.layers:
-            qkv = F.linear(x, qkv_w, qkv_b).view(B, L, 3, NH, H // NH)  # (B, L, 3, NH, hd)
+        for i, (qkv_w, qkv_b, ao_w, ao_b, aln_w, aln_b, fi_w, fi_b, fo_w, fo_b, oln_w, oln_b) in enumerate(
+            self.layers
+        ):
+            if self.int8 is not None:  # the four matmuls of the layer on int8 weights, same shapes
+                qkv_lin, ao_lin, fi_lin, fo_lin = self.int8[i]
+            else:
+                qkv_lin = partial(F.linear, weight=qkv_w, bias=qkv_b)
+                ao_lin = partial(F.linear, weight=ao_w, bias=ao_b)
+                fi_lin = partial(F.linear, weight=fi_w, bias=fi_b)
+                fo_lin = partial(F.linear, weight=fo_w, bias=fo_b)
+            qkv = qkv_lin(x).view(B, L, 3, NH, H // NH)  # (B, L, 3, NH, hd)
             q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each (B, NH, L, hd)
             ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)  # (B, NH, L, hd)
             ctx = ctx.transpose(1, 2).reshape(B, L, H)
-            x = F.layer_norm(x + F.linear(ctx, ao_w, ao_b), (H,), aln_w, aln_b, eps=self.eps)
-            h = F.gelu(F.linear(x, fi_w, fi_b))  # (B, L, FF), exact erf GELU
-            x = F.layer_norm(x + F.linear(h, fo_w, fo_b), (H,), oln_w, oln_b, eps=self.eps)
+            x = F.layer_norm(x + ao_lin(ctx), (H,), aln_w, aln_b, eps=self.eps)
+            h = F.gelu(fi_lin(x))  # (B, L, FF), exact erf GELU
+            x = F.layer_norm(x + fo_lin(h), (H,), oln_w, oln_b, eps=self.eps)
         return x
+
+    def quantize_int8(self) -> None:
+        """Dynamic int8 for the encoder's matmuls (what torch.ao.quantization.quantize_dynamic does to
+        nn.Linear): weights quantized once per output channel, activations per batch at run time;
+        embeddings, attention, LayerNorm and GELU stay float32. ~75% of the time is in these matmuls."""
+        import warnings
+
+        import torch
+
+        def packed(w, b):
+            scale = (w.abs().amax(dim=1) / 127.0).clamp(min=1e-8).double()
+            zero = torch.zeros(w.shape[0], dtype=torch.long)
+            with warnings.catch_warnings():  # quantized tensor constructors warn of a future removal
+                warnings.simplefilter("ignore", UserWarning)
+                qw = torch.quantize_per_channel(w, scale, zero, 0, torch.qint8)
+                p = torch.ops.quantized.linear_prepack(qw, b)
+            # reduce_range: 7-bit activations, so AVX2's int16 accumulation (vpmaddubsw) cannot saturate
+            return lambda x: torch.ops.quantized.linear_dynamic(x, p, True)
+
+        self.int8 = [tuple(packed(layer[j], layer[j + 1]) for j in (0, 2, 6, 8)) for layer in self.layers]
 
 
 def load_model_dir(model_dir: Path):  # -> (tokenizers.Tokenizer, BertEncoder, str.translate table)
@@ -123,6 +154,10 @@ class E5SmallEmbedder(Embedder):
         self.model_dir = ensure_converted(src, source_package=package)
         manifest = read_manifest(self.model_dir) or {}
         self.tokenizer, self.encoder, config, self._table = load_model_dir(self.model_dir)
+        if cfg.quantize not in ("none", "int8"):
+            raise ConfigError(f"embedder.quantize must be none or int8, got {cfg.quantize!r}")
+        if cfg.quantize == "int8":
+            self.encoder.quantize_int8()
         self.max_length = min(cfg.max_length, self.encoder.max_positions)
         self.batch_size = cfg.batch_size
         # truncation keeps room for <s> and </s>: the template adds them after truncating
@@ -133,7 +168,9 @@ class E5SmallEmbedder(Embedder):
         tag = (
             package.replace("==", "-") if package else f"{src.stem}-{manifest.get('source_sha256', '')[:12]}"
         )
-        self.name = f"e5-small-q4@{tag}"
+        # int8 vectors differ slightly from float32 ones: a different name makes ingest rebuild
+        # rather than mix the two in one index
+        self.name = f"e5-small-q4@{tag}" + ("+int8" if cfg.quantize == "int8" else "")
 
     def encode_ids(self, texts: list[str], *, query: bool = False) -> list[list[int]]:
         """Token ids (with <s> and </s>, truncated to max_length) of the prefixed texts."""

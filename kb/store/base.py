@@ -212,9 +212,14 @@ class Writer(ABC):
 
     @abstractmethod
     def commit(
-        self, manifest: dict[str, Any], keep: int = 2, check: Callable[[Store], None] | None = None
+        self,
+        manifest: dict[str, Any],
+        keep: int = 2,
+        check: Callable[[Store], None] | None = None,
+        index: Any = None,
     ) -> int:
         """Make the generation durable, then switch the manifest to it; returns its number.
+        `index` is the config's IndexConfig (the FAISS backend's index type; Milvus has store.index).
         `check` (kb migrate's verification) gets a reader of the finished generation before the
         switch; if it raises, the generation is discarded and the live one stays."""
 

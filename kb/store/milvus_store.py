@@ -325,7 +325,11 @@ class MilvusWriter(Writer):
         self.pending = []
 
     def commit(
-        self, manifest: dict[str, Any], keep: int = 2, check: Callable[[Store], None] | None = None
+        self,
+        manifest: dict[str, Any],
+        keep: int = 2,
+        check: Callable[[Store], None] | None = None,
+        index: Any = None,
     ) -> int:
         self._flush(int(manifest["embedder"]["dim"]))
         # Seal what this generation wrote: durable before the switch, and searched from indexed

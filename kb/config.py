@@ -65,9 +65,10 @@ class EmbedderConfig:
     batch_size: int = 32
     max_length: int = 512  # tokens; longer texts are truncated by the embedder
     threads: int = 0  # torch intra-op threads; 0 = torch's default
-    # e5-small: int8 | none. int8 = dynamic int8 matmuls: ingest CPU time 29.2 → 19.1 s on corpus/;
-    # CMRC2018 hit@1 0.9733 → 0.9674, hit@5 0.9957 both, MRR@10 0.9835 → 0.9802 (bench/README.md)
-    quantize: str = "int8"
+    # e5-small: none | int8. int8 = dynamic int8 matmuls, ~1.4× faster ingest (CPU 29.7 → 20.8 s on corpus/)
+    # at a retrieval cost: corpus/qa.jsonl hit@5 0.9767 → 0.9651, hit@1 0.8488 → 0.8372; CMRC2018 hit@1
+    # 0.9733 → 0.9674, hit@5 0.9957 both (bench/README.md). Off by default: answers before ingest speed.
+    quantize: str = "none"
 
 
 @dataclass

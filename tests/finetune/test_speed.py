@@ -7,12 +7,12 @@ import random
 import pytest
 import torch
 import torch.nn.functional as F
-from transformers import GlmConfig, GlmForCausalLM, LlamaConfig, LlamaForCausalLM
 
 from finetune.collate import PadCollator, pack_examples
 from finetune.methods import get_method
 from finetune.speed import FastPath, VarlenCollator, linear_cross_entropy, varlen_attention
 from finetune.templates import IGNORE_INDEX
+from tests.finetune.test_methods import build_base
 
 VOCAB, PAD = 96, 0
 
@@ -107,35 +107,11 @@ def test_varlen_collator_cuts_padding_into_segments_no_longer_than_max_length():
 
 
 def _llama():
-    return LlamaForCausalLM(
-        LlamaConfig(
-            vocab_size=VOCAB,
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            max_position_embeddings=256,
-        )
-    )
+    return build_base("llama")
 
 
 def _glm():
-    return GlmForCausalLM(
-        GlmConfig(
-            vocab_size=VOCAB,
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            head_dim=8,
-            max_position_embeddings=256,
-            pad_token_id=PAD,
-            eos_token_id=[1],
-            bos_token_id=None,
-        )
-    )
+    return build_base("glm")
 
 
 def _losses(build, method: str, settings: dict, fast: bool, groups) -> list[float]:

@@ -233,12 +233,9 @@ def build_trainer(
                 f"= {max_len})"
             )
         fast = FastPath(model, loss_chunk=cfg.speed.loss_chunk, compile=cfg.speed.compile)
-        prefix = (
-            model.peft_config[model.active_adapter].num_virtual_tokens if cfg.method == "ptuning-v2" else 0
-        )
         train_set = pack_examples(train_set, budget)
         val_set = pack_examples(val_set, budget) if val_set else []
-        collator: Any = VarlenCollator(pad_id, budget, prefix, max_length=max_len)
+        collator: Any = VarlenCollator(pad_id, budget, fast.prefix_len, max_length=max_len)
         targs.update(per_device_train_batch_size=1, per_device_eval_batch_size=1, prediction_loss_only=True)
     elif cfg.data.packing:
         train_set = pack_examples(train_set, max_len)

@@ -28,7 +28,7 @@ class HiddenStates(nn.Module):
         return hidden
 
 
-def fast_path_active(setting: str, world_size: int = 1) -> bool:
+def fast_path_active(setting: str) -> bool:
     """`speed.fast_path`: auto = on when CUDA is available; always; never."""
     if setting == "never":
         return False

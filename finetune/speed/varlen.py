@@ -23,16 +23,12 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from finetune.collate import pack_examples
+from finetune.collate import _round_up
 from finetune.templates import IGNORE_INDEX
 
 NAME = "kb_varlen"
 # Segment lengths are rounded up to this for max_length_*, so a compiled layer sees few distinct values.
 _MAX_LEN_STEP = 256
-
-
-def _round_up(n: int, step: int) -> int:
-    return -(-n // step) * step
 
 
 class VarlenCollator:
@@ -94,11 +90,6 @@ class VarlenCollator:
             )
             batch["max_length_k"] = self.max_length + P
         return batch
-
-
-def pack_for_budget(examples: list[dict[str, list[int]]], token_budget: int) -> list[dict[str, list[int]]]:
-    """Best-fit packs of at most `token_budget` tokens; each becomes one batch row."""
-    return pack_examples(examples, token_budget)
 
 
 def _flash_varlen():

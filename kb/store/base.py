@@ -37,6 +37,15 @@ STORES: dict[str, str] = {
 }
 
 
+# The per-generation SQLite bookkeeping of ingested files, the same for every backend (FileRecord's fields).
+FILES_SCHEMA = """
+CREATE TABLE IF NOT EXISTS files (
+    source TEXT PRIMARY KEY, sha256 TEXT NOT NULL, size INTEGER NOT NULL,
+    n_chunks INTEGER NOT NULL, ingested_at REAL NOT NULL
+);
+"""
+
+
 @dataclass
 class FileRecord:
     source: str

@@ -30,6 +30,7 @@ from kb.schema import Chunk
 from kb.store import milvus_client as mc
 from kb.store.acl import RowAccess
 from kb.store.base import (
+    FILES_SCHEMA,
     FileRecord,
     Store,
     Writer,
@@ -39,11 +40,9 @@ from kb.store.base import (
 )
 from kb.store.manifest import fsync_dir, read_manifest, write_manifest
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS files (
-    source TEXT PRIMARY KEY, sha256 TEXT NOT NULL, size INTEGER NOT NULL,
-    n_chunks INTEGER NOT NULL, ingested_at REAL NOT NULL
-);
+SCHEMA = (
+    FILES_SCHEMA
+    + """
 CREATE TABLE IF NOT EXISTS chunks (
     row INTEGER PRIMARY KEY, id TEXT NOT NULL, source TEXT NOT NULL, tokens TEXT NOT NULL
 );
@@ -51,6 +50,7 @@ CREATE INDEX IF NOT EXISTS chunks_source ON chunks(source);
 CREATE INDEX IF NOT EXISTS chunks_id ON chunks(id);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+)
 FLUSH_ROWS = 1000  # rows buffered before one insert call
 
 

@@ -40,6 +40,7 @@ from kb.schema import Chunk
 from kb.store import faiss_index
 from kb.store.acl import RowAccess
 from kb.store.base import (
+    FILES_SCHEMA,
     FileRecord,
     Store,
     Writer,
@@ -49,11 +50,9 @@ from kb.store.base import (
 )
 from kb.store.manifest import fsync_dir, read_manifest, write_manifest
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS files (
-    source TEXT PRIMARY KEY, sha256 TEXT NOT NULL, size INTEGER NOT NULL,
-    n_chunks INTEGER NOT NULL, ingested_at REAL NOT NULL
-);
+SCHEMA = (
+    FILES_SCHEMA
+    + """
 CREATE TABLE IF NOT EXISTS chunks (
     row INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL, source TEXT NOT NULL, page INTEGER,
     headings TEXT NOT NULL, start INTEGER NOT NULL, "end" INTEGER NOT NULL, hash TEXT NOT NULL,
@@ -63,6 +62,7 @@ CREATE TABLE IF NOT EXISTS chunks (
 CREATE INDEX IF NOT EXISTS chunks_source ON chunks(source);
 CREATE INDEX IF NOT EXISTS chunks_id ON chunks(id);
 """
+)
 
 
 def _row_to_chunk(r: tuple) -> Chunk:

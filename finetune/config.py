@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -198,17 +199,18 @@ def load_finetune_config(
     return cfg
 
 
+_FLOAT = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+")
+
+
 def _scalar(value: Any) -> Any:
-    """A `--set` string for a pass-through section as the value it spells: YAML scalars, plus floats
-    YAML 1.1 reads as strings (`5e-4`). Values from YAML files arrive typed and pass unchanged."""
+    """A value for a pass-through section as the value it spells: a `--set` string as YAML, and
+    exponent floats that YAML 1.1 leaves as strings (`5e-4`, from `--set` or a YAML file) as floats.
+    Other strings stay strings (`inf`, `nan` and names are not numbers here)."""
     if not isinstance(value, str):
         return value
     parsed = yaml.safe_load(value) if value.strip() else value
-    if isinstance(parsed, str):
-        try:
-            return float(parsed)
-        except ValueError:
-            return parsed
+    if isinstance(parsed, str) and _FLOAT.fullmatch(parsed.strip()):
+        return float(parsed)
     return parsed
 
 

@@ -114,12 +114,14 @@ class GeneratorConfig:
 
 @dataclass
 class AnswerConfig:
-    max_context_chars: int = 1800  # sources beyond this are left out of the prompt (~3-4 chunks: prefill
-    # dominates answer time on a CPU, ~70 tokens/s for the 0.5B model on one core)
+    max_context_chars: int = 1200  # sources beyond this are left out of the prompt (~2-3 chunks). The 0.5B
+    # model answers better with fewer distractors (corpus/qa.jsonl, answers before refusal: 0.80 at 1200,
+    # 0.77 at 1800, 0.78 at 2600; bench/refusal.py), and prefill dominates answer time on a CPU
     refuse_min_dense: float = 0.0  # refuse outright when the best cosine is below this (0 = off)
-    min_support: float = 0.5  # share of the answer's new bigrams that must occur in the sources
-    min_novel: int = 2  # an answer adding fewer new bigrams than this only restates the question
-    min_alignment: float = 0.25  # IDF share of the question's words in the sentences the answer came from
+    min_support: float = 0.4  # share of the answer's new bigrams that must occur in the sources
+    min_novel: int = 1  # an answer adding fewer new bigrams than this only restates the question ("3天"
+    # adds one bigram and is an answer)
+    min_alignment: float = 0.4  # IDF share of the question's words in the sentences the answer came from
     support_check: bool = False  # also ask the model P(yes) that the sources answer (costs a second prefill)
     support_threshold: float = 0.5  # P(yes) below this → refuse
 

@@ -31,3 +31,24 @@ def test_alignment_ignores_question_words_and_weights_by_idf():
     idf = {"商业": 3.0, "医疗": 2.0, "保险": 1.0, "保额": 1.0}.get
     score = alignment(["商业", "医疗", "保险", "保额"], window, lambda t: idf(t, 1.0))
     assert score == pytest.approx(2 / 7)  # only 保险 and 保额 of 3+2+1+1 occur
+
+
+def test_alignment_gives_partial_credit_for_words_cut_differently():
+    from kb.grounding import alignment
+
+    # jieba keeps 发工资 whole; the handbook says 发放上月工资: one of its two bigrams (工资) occurs.
+    window = "公司实行月薪制，每月10日发放上月工资。"
+    assert alignment(["发工资"], window, lambda t: 1.0) == pytest.approx(0.5)
+    # English plural against singular: 7 of the 8 bigrams of "referrals" occur in "referral".
+    assert alignment(["referrals"], "Send each referral to HR.", lambda t: 1.0) == pytest.approx(7 / 8)
+    # Whole words still count in full, and a word with no shared bigram counts nothing.
+    idf = {"年假": 2.0, "结转": 1.0}.get
+    assert alignment(["年假", "结转"], "年假可顺延", lambda t: idf(t, 1.0)) == pytest.approx(2 / 3)
+
+
+def test_short_answer_with_one_new_bigram_is_an_answer():
+    from kb.config import AnswerConfig
+
+    share, n = novel_support("3天", "新员工入职培训持续几天？", ["所有新员工须参加为期3天的集中培训"])
+    assert (share, n) == (1.0, 1)
+    assert n >= AnswerConfig().min_novel  # the default keeps it (it was refused at min_novel=2)

@@ -30,19 +30,19 @@ convert_gguf(Path('$W/qwen.gguf'), Path('$W/qwen'))"
     ;;
   train)
     # The gate evaluates with retrieval, which needs the knowledge base: it runs here, not there.
-    for method in lora ptuning-v2; do
-      python3 -m kb.cli finetune --kb $W/kb --method $method --model $W/qwen --data .devdata/train.jsonl \
-        --name $method-v1 --set eval.gate.enabled=false --json | tee "$OUT/finetune_$method.json"
-    done
+    # Each method's shipped recipe (finetune/configs/), then LoRA for one epoch.
+    F="python3 -m kb.cli finetune --kb $W/kb --model $W/qwen --data .devdata/train.jsonl --set eval.gate.enabled=false --json"
+    $F --method lora --name lora-v1 | tee "$OUT/finetune_lora.json"
+    $F --method ptuning-v2 --name ptuning-v2-v1 | tee "$OUT/finetune_ptuning-v2.json"
+    $F --method lora --name lora-1ep-v1 --set finetune.training.num_train_epochs=1 \
+      | tee "$OUT/finetune_lora-1ep.json"
     tar czf "$OUT/adapters_meta.tgz" -C $W/kb/models --exclude='*.safetensors' --exclude='*.bin' .
     ;;
   generate)
     G="python3 bench/refusal.py generate --model $W/qwen --device cuda --dtype float32 --out-dir $W/gen"
     mkdir -p $W/gen
-    $G .devdata/qa16.jsonl --label base_b1
-    $G .devdata/qa16.jsonl --label base_b16 --batch-size 16
     $G .devdata/qa_*.jsonl .devdata/val_default.jsonl --label base --batch-size 16
-    for a in lora-v1 ptuning-v2-v1; do
+    for a in lora-v1 ptuning-v2-v1 lora-1ep-v1; do
       $G .devdata/qa_default.jsonl .devdata/val_default.jsonl --label $a --adapter $W/kb/models/$a --batch-size 16
     done
     tar czf "$OUT/gen.tgz" -C $W/gen .

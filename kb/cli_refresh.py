@@ -33,7 +33,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
-    from finetune.config import load_finetune_config
+    from finetune.config import METHOD_RECIPES, load_finetune_config
     from finetune.run import finetune
 
     kb_cfg = config_from_args(args)
@@ -51,7 +51,9 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     if args.no_activate:
         overrides.append("activate=false")
     ft_sets = [s.removeprefix("finetune.") for s in args.set if s.startswith("finetune.")]
-    cfg = load_finetune_config(args.ft_config, overrides + ft_sets)
+    # No YAML given: the chosen method's shipped recipe (LoRA's when no method is named either).
+    ft_config = args.ft_config or METHOD_RECIPES.get(args.method or "lora")
+    cfg = load_finetune_config(ft_config, overrides + ft_sets)
     report = finetune(cfg, resume=args.resume, verbose=args.verbose, kb_cfg=kb_cfg, force=args.force)
     print(
         json.dumps(

@@ -289,14 +289,18 @@ def _parallel(values: list[str]) -> bool:
 
 
 def heading_candidate(view: ChunkView, text: str, subject: str) -> Candidate | None:
-    """A broad question about the chunk's section, answered by its first sentences."""
+    """A broad question about the chunk's section, answered by its first sentence (two when the first is a
+    fragment): the system prompt asks for one short sentence, and a model tuned on two-sentence targets
+    answered held-out questions at length (bench/README.md, issue 3)."""
     if not view.chunk.headings:
         return None
     heading = clean_heading(view.chunk.headings[-1])
     first = sentences(text, view.lang)[:2]
     if not heading or not first:
         return None
-    answer = "".join(first) if view.lang == "zh" else " ".join(first)
+    answer = first[0]
+    if len(answer) < 15 and len(first) > 1:
+        answer = "".join(first) if view.lang == "zh" else " ".join(first)
     if len(answer) > 200:
         answer = first[0]
     answer = end_sentence(answer, view.lang)

@@ -1,4 +1,4 @@
-"""LoRA and P-Tuning v2 on tiny random Llama and GLM (ChatGLM3's converted layout: GQA with 2 KV heads).
+"""LoRA and P-Tuning v2 on tiny random Llama, GLM (ChatGLM3's converted layout: GQA with 2 KV heads) and Qwen2.
 
 Each case trains once (module-scoped fixture) on a fixed batch, then checks saving/loading, generation and
 merging. The P-Tuning v2 generation tests are the proof of the transformers 5.x fix: greedy `generate()` must
@@ -14,7 +14,15 @@ from pathlib import Path
 import pytest
 import torch
 from peft import PeftModel
-from transformers import GlmConfig, GlmForCausalLM, LlamaConfig, LlamaForCausalLM, PreTrainedModel
+from transformers import (
+    GlmConfig,
+    GlmForCausalLM,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedModel,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+)
 
 from finetune.methods import (
     METHODS,
@@ -68,6 +76,8 @@ def build_base(arch: str) -> PreTrainedModel:
     )
     if arch == "llama":
         model = LlamaForCausalLM(LlamaConfig(**common))
+    elif arch == "qwen2":  # the bundled default's architecture: q/k/v projections carry biases
+        model = Qwen2ForCausalLM(Qwen2Config(**common))
     else:
         model = GlmForCausalLM(GlmConfig(head_dim=16, **common))
     return model.eval()
@@ -108,6 +118,7 @@ CASES = {
     "lora-glm": ("lora", "glm", LoraSettings(r=4, dropout=0.0)),
     "ptuning-llama": ("ptuning-v2", "llama", PrefixSettings(num_virtual_tokens=VIRTUAL_TOKENS)),
     "ptuning-glm": ("ptuning-v2", "glm", PrefixSettings(num_virtual_tokens=VIRTUAL_TOKENS)),
+    "ptuning-qwen2": ("ptuning-v2", "qwen2", PrefixSettings(num_virtual_tokens=VIRTUAL_TOKENS)),
     "ptuning-proj-llama": (
         "ptuning-v2",
         "llama",

@@ -114,6 +114,10 @@ def _glm():
     return build_base("glm")
 
 
+def _qwen2():
+    return build_base("qwen2")
+
+
 def _losses(build, method: str, settings: dict, fast: bool, groups) -> list[float]:
     torch.manual_seed(0)
     model = get_method(method).wrap(build(), settings)
@@ -140,7 +144,7 @@ def _losses(build, method: str, settings: dict, fast: bool, groups) -> list[floa
     return out
 
 
-@pytest.mark.parametrize("build", [_llama, _glm], ids=["llama", "glm"])
+@pytest.mark.parametrize("build", [_llama, _glm, _qwen2], ids=["llama", "glm", "qwen2"])
 @pytest.mark.parametrize(
     "method,settings",
     [

@@ -377,10 +377,15 @@ def test_number_answer_is_the_question_clause_with_the_fact():
 
     got = {
         c.gold: (c.question, c.answer)
-        for c in zh_number_questions("结合行业形势，管理层提出2025年度营业收入目标为6.8亿元，净利润率目标不低于9%。")
+        for c in zh_number_questions(
+            "结合行业形势，管理层提出2025年度营业收入目标为6.8亿元，净利润率目标不低于9%。"
+        )
     }
     assert got["9%"] == ("净利润率目标不低于多少？", "净利润率目标不低于9%。")
-    assert got["6.8亿元"] == ("管理层提出2025年度营业收入目标为多少亿元？", "管理层提出2025年度营业收入目标为6.8亿元。")
+    assert got["6.8亿元"] == (
+        "管理层提出2025年度营业收入目标为多少亿元？",
+        "管理层提出2025年度营业收入目标为6.8亿元。",
+    )
     # A condition keeps what follows it, in the answer as in the question.
     (c,) = zh_number_questions("超过6小时的，可改乘飞机。")
     assert (c.question, c.answer) == ("超过几小时的，可改乘飞机？", "超过6小时的，可改乘飞机。")

@@ -28,6 +28,11 @@ _MARK = re.compile(r"[\[【]\s*\d+(?:\s*[,，、]\s*\d+)*\s*[\]】]|\[编号\]")
 _PUNCT = re.compile(r"[\s\W_]+", re.UNICODE)
 
 
+def strip_citations(text: str) -> str:
+    """The text without its citation marks ([1], [1, 2], 【3】)."""
+    return _MARK.sub(" ", text)
+
+
 def clean_text(text: str) -> str:
     t = unicodedata.normalize("NFKC", _MARK.sub("", text)).casefold()
     return _PUNCT.sub("", t)

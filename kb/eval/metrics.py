@@ -8,8 +8,8 @@ words/numbers, punctuation dropped — so Chinese is compared character by chara
 |---|---|---|
 | `retrieval.hit@k` | 1 when a *relevant* chunk is in the top k: its source path ends with the item's `source` and its normalised text contains a normalised gold answer | answerable items |
 | `retrieval.mrr@10` | 1/rank of the first relevant chunk within the top 10, else 0 | answerable items |
-| `answer.contains` | 1 when the (non-refused) answer contains a gold answer after `norm` | answerable items |
-| `answer.f1` | token F1 against the best-matching gold answer; 0 when refused | answerable items |
+| `answer.contains` | 1 when the (non-refused) answer, citation marks removed, contains a gold answer after `norm` | answerable items |
+| `answer.f1` | token F1 of the answer (citation marks removed: "[1]" is not an answer token) against the best-matching gold answer; 0 when refused | answerable items |
 | `answer.rouge_l` | ROUGE-L F1 (β = 1): LCS of the token sequences, 2·P·R/(P+R) with P = LCS/len(answer), R = LCS/len(gold); best gold; 0 when refused | answerable items |
 | `grounding.citation` | share of the answer's cited chunks that contain a gold answer or the item's `evidence` (after `norm`) | answerable items answered with ≥ 1 citation |
 | `grounding.faithfulness` | share of the answer's sentences supported by a cited chunk (below) | items answered with ≥ 1 citation |
@@ -38,7 +38,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
-from kb.grounding import bigrams, sentences
+from kb.grounding import bigrams, sentences, strip_citations
 
 T = TypeVar("T")
 
@@ -76,7 +76,7 @@ def norm(text: str) -> str:
 
 
 def contains_any(text: str, golds: list[str]) -> bool:
-    t = norm(text)
+    t = norm(strip_citations(text))
     return any(norm(g) and norm(g) in t for g in golds)
 
 
@@ -96,6 +96,7 @@ def token_f1(prediction: str, gold: str) -> float:
 
 
 def best_f1(prediction: str, golds: list[str]) -> float:
+    prediction = strip_citations(prediction)
     return max((token_f1(prediction, g) for g in golds), default=0.0)
 
 
@@ -122,6 +123,7 @@ def rouge_l(prediction: str, gold: str) -> float:
 
 
 def best_rouge_l(prediction: str, golds: list[str]) -> float:
+    prediction = strip_citations(prediction)
     return max((rouge_l(prediction, g) for g in golds), default=0.0)
 
 

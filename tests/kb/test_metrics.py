@@ -120,3 +120,16 @@ def test_summarize_pinned():
     assert summarize(rows, retrieval=False)["grounding"] is None
     flat = flatten(s)
     assert flat["answer.rouge_l"] == 0.25 and flat["retrieval.hit@1"] == 0.5 and flat["latency_s.p95"] == 4.0
+
+
+def test_citation_marks_are_not_answer_tokens():
+    from kb.eval.metrics import best_f1, best_rouge_l, contains_any
+
+    # "[1]" would otherwise match a gold "1" and count as a token of the answer.
+    assert not contains_any("结转天数最多5天 [1]", ["1"])
+    assert (
+        best_f1("最多5天 [1]", ["5天"])
+        == best_f1("最多5天", ["5天"])
+        == pytest.approx(2 * (2 / 4) * 1 / (2 / 4 + 1))
+    )
+    assert best_rouge_l("最多5天【2】", ["5天"]) == best_rouge_l("最多5天", ["5天"])

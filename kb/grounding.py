@@ -94,7 +94,10 @@ def alignment(question_tokens: list[str], window: str, idf: Callable[[str], floa
     the question and the document differently (发工资 against 发放上月工资) and English inflects
     (referrals against referral). At a threshold of 0.4 on corpus/qa.jsonl (bench/refusal.py, the
     default prompt), whole words refused 18 of 86 answerable questions and 18 of 20 unanswerable ones;
-    with partial credit 10 and 16."""
+    with partial credit 10 and 16. The cost stays where the employee's word is in no document at all:
+    "食堂几点开门？" against "食堂营业时间为早上7点到晚上8点" scores 0.37 and is refused. Leaving such
+    words out answered 4 more of the 86 but caught 5 fewer of the 20 unanswerable questions, whose
+    missing subject (租房, PoE, Android) is exactly such a word."""
     words = [t for t in dict.fromkeys(question_tokens) if not t.startswith("#") and len(t) >= 2]
     words = [t for t in words if t not in QUESTION_WORDS and not _QUESTION_PART.search(t)]
     total = sum(idf(t) for t in words)

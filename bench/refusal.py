@@ -224,21 +224,17 @@ def collect(args: argparse.Namespace) -> None:
 
 
 def score(args: argparse.Namespace) -> dict:
-    from kb.answer import resolve_citations
-    from kb.prompt import REFUSAL_PATTERNS
+    from kb.answer import Answerer, resolve_citations
     from kb.service import open_retriever
 
     cfg = load_config(overrides=[f"kb_dir={args.kb}", *args.set])
-    from kb.answer import Answerer
-
-    answerer = Answerer(open_retriever(cfg), None, cfg)  # type: ignore[arg-type]  # no generation here
+    # refuse_after needs the retriever's keyword index (IDF), not a generator: the answers are given.
+    answerer = Answerer(open_retriever(cfg), None, cfg)  # type: ignore[arg-type]
     rows = [json.loads(line) for line in Path(args.raw).read_text().splitlines() if line.strip()]
     results = []
     for r in rows:
         shown = [_hit(d) for d in r["hits"][: r["shown"]]]
         refused, why = answerer.refuse_after(r["question"], r["raw"], shown)
-        if not refused and REFUSAL_PATTERNS.search(r["raw"]):
-            refused, why = True, "model refused"
         text = resolve_citations(r["raw"], shown)[0] if not refused else ""
         results.append(
             {

@@ -225,6 +225,7 @@ def collect(args: argparse.Namespace) -> None:
 
 def score(args: argparse.Namespace) -> dict:
     from kb.answer import Answerer, resolve_citations
+    from kb.prompt import REFUSAL_PATTERNS
     from kb.service import open_retriever
 
     cfg = load_config(overrides=[f"kb_dir={args.kb}", *args.set])
@@ -234,7 +235,10 @@ def score(args: argparse.Namespace) -> dict:
     results = []
     for r in rows:
         shown = [_hit(d) for d in r["hits"][: r["shown"]]]
-        refused, why = answerer.refuse_after(r["question"], r["raw"], shown)
+        if args.model_refusal:  # prompts that carry their own sources (validation pairs): no hits to check
+            refused, why = bool(REFUSAL_PATTERNS.search(r["raw"])), "the model said so"
+        else:
+            refused, why = answerer.refuse_after(r["question"], r["raw"], shown)
         text = resolve_citations(r["raw"], shown)[0] if not refused else ""
         results.append(
             {
@@ -292,6 +296,11 @@ def main() -> None:
     s.add_argument("--kb", required=True)
     s.add_argument("--set", action="append", default=[])
     s.add_argument("--verbose", action="store_true")
+    s.add_argument(
+        "--model-refusal",
+        action="store_true",
+        help="refused = the model's own refusal phrase (for prompts with their own sources, e.g. synth pairs)",
+    )
     args = ap.parse_args()
     {"prompts": prompts, "collect": collect, "generate": generate, "score": score}[args.cmd](args)
 

@@ -47,6 +47,15 @@ convert_gguf(Path('$W/qwen.gguf'), Path('$W/qwen'))"
     done
     tar czf "$OUT/gen.tgz" -C $W/gen .
     ;;
+  pairs)
+    # The held-out validation pairs as trained (their own gold + distractor sources, or none), base vs
+    # the LoRA recipe: prompts .devdata/valpairs.jsonl (validation.jsonl without the reply).
+    python3 -m kb.cli finetune --kb $W/kb --model $W/qwen --data .devdata/train.jsonl --set eval.gate.enabled=false \
+      --json --method lora --name lora-v1 | tee "$OUT/finetune_lora.json"
+    G="python3 bench/refusal.py generate --model $W/qwen --device cuda --dtype float32 --out-dir $OUT --batch-size 16"
+    $G .devdata/valpairs.jsonl --label base
+    $G .devdata/valpairs.jsonl --label lora-v1 --adapter $W/kb/models/lora-v1
+    ;;
   *) echo "unknown stage $stage" >&2; exit 2 ;;
   esac
 done

@@ -16,6 +16,9 @@ words/numbers, punctuation dropped — so Chinese is compared character by chara
 | `refusal.precision` / `.recall` | "refused" is the positive class, `answerable: false` the truth | all items |
 | `latency_s.p50` / `.p95` | seconds per question: retrieval + answering; nearest-rank percentiles | all items |
 
+An item may carry `context`, a list of chunk ids: it is then answered from those chunks instead of
+retrieved ones (`kb synth` writes it on its refusal items, whose answer the knowledge base holds elsewhere).
+
 Faithfulness, lexical (the default): the answer, citation marks removed, is split into sentences
 (`kb.grounding.sentences`); a sentence is *supported* when at least `FAITHFUL_MIN` (0.5) of its
 character bigrams (`kb.grounding.bigrams`: NFKC, case-folded, punctuation and spaces removed) occur in

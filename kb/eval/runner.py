@@ -6,7 +6,7 @@ import json
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,9 @@ class QAItem:
     source: str = ""
     evidence: str = ""
     lang: str = ""
+    # Chunk ids to answer from instead of retrieving: `kb synth`'s refusal items, whose answer the knowledge
+    # base holds elsewhere but not in the distractor chunks the question was paired with.
+    context: list[str] = field(default_factory=list)
 
 
 def read_qa(path: str | Path) -> list[QAItem]:
@@ -51,6 +54,9 @@ def read_qa(path: str | Path) -> list[QAItem]:
             raise DataError(f"{p}:{n}: missing field(s) {', '.join(missing)}")
         if not isinstance(d["answers"], list):
             raise DataError(f"{p}:{n}: 'answers' must be a list, got {type(d['answers']).__name__}")
+        context = d.get("context", [])
+        if not isinstance(context, list) or not all(isinstance(c, str) for c in context):
+            raise DataError(f"{p}:{n}: 'context' must be a list of chunk ids, got {context!r}")
         items.append(
             QAItem(
                 str(d["id"]),
@@ -60,6 +66,7 @@ def read_qa(path: str | Path) -> list[QAItem]:
                 d.get("source", ""),
                 d.get("evidence", ""),
                 d.get("lang", ""),
+                context,
             )
         )
     return items
@@ -89,6 +96,19 @@ class RetrievalCache:
         return self._hits[question, seen]
 
 
+def context_hits(answerer: Answerer, item: QAItem) -> list[Hit]:
+    """The item's context chunks, in order, as hits (no scores: they were not retrieved)."""
+    store = answerer.retriever.store if answerer.retriever else None
+    chunks = [store.chunk_by_id(cid) for cid in item.context] if store else []
+    missing = [cid for cid, c in zip(item.context, chunks, strict=True) if c is None]
+    if missing:
+        raise DataError(
+            f"item {item.id}: context chunk(s) {', '.join(missing)} are not in the knowledge base "
+            "(re-ingested since `kb synth`? run `kb synth` again)"
+        )
+    return [Hit(chunk=c, score=0.0) for c in chunks if c is not None]
+
+
 def run_items(
     items: list[QAItem],
     answerer: Answerer,
@@ -106,7 +126,10 @@ def run_items(
     as this user sees the knowledge base (retrieval filtered by department)."""
     cache = cache or RetrievalCache()
     for item in tqdm(items, desc=desc, unit="q", disable=not progress, file=sys.stderr):
-        hits, retrieval_s = cache.get(answerer, item.question, RANKS, user) if retrieval else ([], 0.0)
+        if retrieval and item.context:
+            hits, retrieval_s = context_hits(answerer, item), 0.0
+        else:
+            hits, retrieval_s = cache.get(answerer, item.question, RANKS, user) if retrieval else ([], 0.0)
         rec: dict[str, Any] = {
             "id": item.id,
             "question": item.question,

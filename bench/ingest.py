@@ -7,7 +7,7 @@ same embedder, in one process run.
 LangChain side, as the tutorials write it: langchain_community loaders (PyPDFLoader, Docx2txtLoader,
 BSHTMLLoader, TextLoader) → RecursiveCharacterTextSplitter(chunk.size, chunk.overlap) →
 FAISS.from_documents with an `Embeddings` wrapper around the same e5-small (float32) that embeds
-`embedder.batch_size` texts at a time in document order. A second variant, `langchain_sorted`, hands
+the embedder's batch size (`embedder.batch_size`, e5-small: 8) of texts at a time in document order. A second variant, `langchain_sorted`, hands
 all texts to the embedder at once so they are length-sorted like kb's (sentence-transformers' encode,
 behind HuggingFaceEmbeddings, also sorts by length): the ratio against it shows what is left without
 the batching gain.
@@ -75,7 +75,7 @@ def langchain_ingest(root: Path, embedder, cfg, out_dir: Path, sorted_batches: b
 
     class E5Embeddings(Embeddings):
         def embed_documents(self, texts: list[str]) -> list[list[float]]:
-            step = len(texts) if sorted_batches else cfg.embedder.batch_size
+            step = len(texts) if sorted_batches else embedder.batch_size
             out: list[list[float]] = []
             for i in range(0, len(texts), max(step, 1)):
                 out.extend(embedder.embed_batch(texts[i : i + step]).tolist())

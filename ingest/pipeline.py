@@ -211,7 +211,7 @@ def ingest(
         texts = [embed_text(c) for _, chunks, _ in pending for c in chunks]
         if texts and instance is None:
             instance = embedder()
-        vectors = _embed_all(instance, texts, settings["embedder"]["dim"], cfg.embedder.batch_size, progress)
+        vectors = _embed_all(instance, texts, settings["embedder"]["dim"], progress)
         offset = 0
         for record, chunks, existed in pending:
             n = len(chunks)
@@ -245,17 +245,19 @@ def ingest(
     return report
 
 
-def _embed_all(
-    embedder: Embedder | None, texts: list[str], dim: int, batch_size: int, progress: bool
-) -> np.ndarray:
+# Texts per embed_batch call: the embedder sorts each call's texts by length before batching them, so
+# larger calls pad less; the progress bar moves once per call.
+EMBED_CALL = 256
+
+
+def _embed_all(embedder: Embedder | None, texts: list[str], dim: int, progress: bool) -> np.ndarray:
     if not texts or embedder is None:
         return np.zeros((0, dim), np.float32)
     out = []
     with tqdm(total=len(texts), desc="embedding", unit="chunk", disable=not progress, file=sys.stderr) as bar:
-        step = max(batch_size * 4, 1)  # hand the embedder several batches at once so it can sort by length
-        for i in range(0, len(texts), step):
-            out.append(embedder.embed_batch(texts[i : i + step]))
-            bar.update(min(step, len(texts) - i))
+        for i in range(0, len(texts), EMBED_CALL):
+            out.append(embedder.embed_batch(texts[i : i + EMBED_CALL]))
+            bar.update(min(EMBED_CALL, len(texts) - i))
     return np.vstack(out).astype(np.float32)
 
 

@@ -62,7 +62,8 @@ class StoreConfig:
 class EmbedderConfig:
     name: str = "e5-small"  # key of kb.embed.EMBEDDERS
     model: str = ""  # path or hub id, for embedders that take one (sentence-transformers)
-    batch_size: int = 32
+    batch_size: int = 0  # texts per forward pass; 0 = the embedder's own default (e5-small 8, kb/embed/e5.py;
+    # sentence-transformers 32)
     max_length: int = 512  # tokens; longer texts are truncated by the embedder
     threads: int = 0  # torch intra-op threads; 0 = torch's default
     # e5-small: none | int8. int8 = dynamic int8 matmuls, ~1.4× faster ingest (CPU 29.7 → 20.8 s on corpus/)

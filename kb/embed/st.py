@@ -20,7 +20,7 @@ class SentenceTransformerEmbedder(Embedder):
         except Exception as e:  # noqa: BLE001 - any load failure becomes one specific error
             raise ModelError(f"could not load sentence-transformers model {cfg.model!r}: {e}") from e
         self.model.max_seq_length = min(cfg.max_length, self.model.max_seq_length or cfg.max_length)
-        self.batch_size = cfg.batch_size
+        self.batch_size = cfg.batch_size or 32  # sentence-transformers' own default
         self.name = f"sentence-transformers:{cfg.model}"
         self.dim = int(self.model.get_sentence_embedding_dimension())
 

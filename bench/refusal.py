@@ -105,10 +105,60 @@ def prompts(args: argparse.Namespace) -> None:
     print(f"prompts: {len(recs)} items ({args.variant}) → {args.out}", file=sys.stderr)
 
 
-def generate_records(recs: list[dict], gen: Any, out_path: Path, desc: str = "generate") -> None:
-    """Raw answer, per-token log-probabilities and seconds for each prompt record, appended to out_path
-    (a killed run resumes where it stopped)."""
+def _answer(gen: Any, recs: list[dict], ids: list[Any]) -> list[dict]:
+    """Greedy answers to prompts `ids` (1-D token tensors), left-padded into one batch: each record
+    without its messages, plus the raw answer, its tokens, their log-probabilities and the seconds per
+    prompt. A batch of one is plain one-at-a-time decoding (no padding)."""
     import torch
+
+    tok = gen.tokenizer
+    pad = tok.pad_token_id if tok.pad_token_id is not None else gen._eos[0]
+    eos = set(gen._eos)
+    width = max(len(x) for x in ids)
+    input_ids = torch.full((len(ids), width), pad, dtype=torch.long, device=gen.device)  # (B, W)
+    mask = torch.zeros_like(input_ids)
+    for b, x in enumerate(ids):
+        input_ids[b, width - len(x) :] = x
+        mask[b, width - len(x) :] = 1
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        res = gen.model.generate(
+            input_ids=input_ids,
+            attention_mask=mask,
+            output_scores=True,
+            return_dict_in_generate=True,
+            **gen._generation_kwargs(None),
+        )
+    secs = (time.perf_counter() - t0) / len(ids)
+    chosen = res.sequences[:, width:]  # (B, T)
+    # scores[t]: (B, vocab) logits of step t; greedy, so the chosen token is the argmax. Keep only its
+    # log-probability: (B, T), not the (B, T, vocab) of every step.
+    logp = torch.stack(
+        [
+            torch.log_softmax(sc.float(), -1).gather(1, chosen[:, t : t + 1])[:, 0]
+            for t, sc in enumerate(res.scores)
+        ],
+        1,
+    )
+    out = []
+    for b, rec in enumerate(recs):
+        new = chosen[b].tolist()
+        end = next((t + 1 for t, x in enumerate(new) if x in eos), len(new))  # rows ending early pad on
+        new = new[:end]
+        out.append(
+            {
+                **{k: v for k, v in rec.items() if k != "messages"},
+                "raw": tok.decode(new, skip_special_tokens=True).strip(),
+                "tokens": [tok.decode([t]) for t in new],
+                "logprobs": logp[b, :end].tolist(),
+                "seconds": secs,
+            }
+        )
+    return out
+
+
+def generate_records(recs: list[dict], gen: Any, out_path: Path, desc: str = "generate") -> None:
+    """One prompt at a time, appended to out_path (a killed run resumes where it stopped)."""
     from tqdm import tqdm
 
     done = set()
@@ -118,42 +168,17 @@ def generate_records(recs: list[dict], gen: Any, out_path: Path, desc: str = "ge
         for rec in tqdm(recs, desc=desc, unit="q", file=sys.stderr):
             if rec["id"] in done:
                 continue
-            t0 = time.perf_counter()
-            ids = gen.encode(rec["messages"])
-            with torch.inference_mode():
-                res = gen.model.generate(
-                    input_ids=ids,
-                    attention_mask=torch.ones_like(ids),
-                    output_scores=True,
-                    return_dict_in_generate=True,
-                    **gen._generation_kwargs(None),
-                )
-            new = res.sequences[0, ids.shape[1] :]
-            # scores[t]: (1, vocab) logits that chose token t (greedy: the argmax).
-            logprobs = [
-                float(torch.log_softmax(s[0].float(), -1)[tok])
-                for s, tok in zip(res.scores, new.tolist(), strict=True)
-            ]
-            rec = {
-                **{k: v for k, v in rec.items() if k != "messages"},
-                "raw": gen.tokenizer.decode(new, skip_special_tokens=True).strip(),
-                "tokens": [gen.tokenizer.decode([t]) for t in new.tolist()],
-                "logprobs": logprobs,
-                "seconds": time.perf_counter() - t0,
-            }
-            out.write(json.dumps(rec, ensure_ascii=False) + "\n")
+            (answer,) = _answer(gen, [rec], [gen.encode(rec["messages"])[0]])
+            out.write(json.dumps(answer, ensure_ascii=False) + "\n")
             out.flush()
 
 
 def generate_batched(recs: list[dict], gen: Any, out_path: Path, batch_size: int, desc: str) -> None:
-    """generate_records for a GPU: prompts of similar length batched, left-padded. Greedy answers can
-    differ from one-at-a-time decoding in the last float bits, so compare only runs made the same way."""
-    import torch
+    """generate_records for a GPU: prompts of similar length batched, left-padded, out_path rewritten.
+    Greedy answers can differ from one-at-a-time decoding in the last float bits, so compare only runs
+    made the same way."""
     from tqdm import tqdm
 
-    tok = gen.tokenizer
-    pad = tok.pad_token_id if tok.pad_token_id is not None else gen._eos[0]
-    eos = set(gen._eos)
     enc = sorted(((r, gen.encode(r["messages"])[0]) for r in recs), key=lambda x: len(x[1]))
     with (
         open(out_path, "w", encoding="utf-8") as out,
@@ -161,41 +186,8 @@ def generate_batched(recs: list[dict], gen: Any, out_path: Path, batch_size: int
     ):
         for i in range(0, len(enc), batch_size):
             batch = enc[i : i + batch_size]
-            width = max(len(ids) for _, ids in batch)
-            input_ids = torch.full((len(batch), width), pad, dtype=torch.long, device=gen.device)
-            mask = torch.zeros_like(input_ids)
-            for b, (_, ids) in enumerate(batch):
-                input_ids[b, width - len(ids) :] = ids
-                mask[b, width - len(ids) :] = 1
-            t0 = time.perf_counter()
-            with torch.inference_mode():
-                res = gen.model.generate(
-                    input_ids=input_ids,
-                    attention_mask=mask,
-                    output_scores=True,
-                    return_dict_in_generate=True,
-                    **gen._generation_kwargs(None),
-                )
-            secs = (time.perf_counter() - t0) / len(batch)
-            # scores: one (batch, vocab) tensor per generated step.
-            logp = torch.stack([torch.log_softmax(s.float(), -1) for s in res.scores], 1)  # (B, T, V)
-            for b, (rec, _) in enumerate(batch):
-                new = res.sequences[b, width:].tolist()
-                end = next((t + 1 for t, x in enumerate(new) if x in eos), len(new))
-                new = new[:end]
-                out.write(
-                    json.dumps(
-                        {
-                            **{k: v for k, v in rec.items() if k != "messages"},
-                            "raw": tok.decode(new, skip_special_tokens=True).strip(),
-                            "tokens": [tok.decode([t]) for t in new],
-                            "logprobs": [float(logp[b, t, x]) for t, x in enumerate(new)],
-                            "seconds": secs,
-                        },
-                        ensure_ascii=False,
-                    )
-                    + "\n"
-                )
+            for answer in _answer(gen, [r for r, _ in batch], [x for _, x in batch]):
+                out.write(json.dumps(answer, ensure_ascii=False) + "\n")
             bar.update(len(batch))
 
 

@@ -18,6 +18,9 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upg
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
 OUT=${OUT:-$W/out}
 mkdir -p "$W" "$OUT"
+# The gate evaluates with retrieval, which needs the knowledge base: it runs here, not there.
+F="python3 -m kb.cli finetune --kb $W/kb --model $W/qwen --data .devdata/train.jsonl --set eval.gate.enabled=false --json"
+G="python3 bench/refusal.py generate --model $W/qwen --device cuda --dtype float32 --batch-size 16"
 
 for stage in "$@"; do
   case $stage in
@@ -29,9 +32,7 @@ convert_gguf(Path('$W/qwen.gguf'), Path('$W/qwen'))"
     ls -la $W/qwen
     ;;
   train)
-    # The gate evaluates with retrieval, which needs the knowledge base: it runs here, not there.
     # Each method's shipped recipe (finetune/configs/), then LoRA for one epoch.
-    F="python3 -m kb.cli finetune --kb $W/kb --model $W/qwen --data .devdata/train.jsonl --set eval.gate.enabled=false --json"
     $F --method lora --name lora-v1 | tee "$OUT/finetune_lora.json"
     $F --method ptuning-v2 --name ptuning-v2-v1 | tee "$OUT/finetune_ptuning-v2.json"
     $F --method lora --name lora-1ep-v1 --set finetune.training.num_train_epochs=1 \
@@ -39,22 +40,19 @@ convert_gguf(Path('$W/qwen.gguf'), Path('$W/qwen'))"
     tar czf "$OUT/adapters_meta.tgz" -C $W/kb/models --exclude='*.safetensors' --exclude='*.bin' .
     ;;
   generate)
-    G="python3 bench/refusal.py generate --model $W/qwen --device cuda --dtype float32 --out-dir $W/gen"
     mkdir -p $W/gen
-    $G .devdata/qa_*.jsonl .devdata/val_default.jsonl --label base --batch-size 16
+    $G --out-dir $W/gen .devdata/qa_*.jsonl .devdata/val_default.jsonl --label base
     for a in lora-v1 ptuning-v2-v1 lora-1ep-v1; do
-      $G .devdata/qa_default.jsonl .devdata/val_default.jsonl --label $a --adapter $W/kb/models/$a --batch-size 16
+      $G --out-dir $W/gen .devdata/qa_default.jsonl .devdata/val_default.jsonl --label $a --adapter $W/kb/models/$a
     done
     tar czf "$OUT/gen.tgz" -C $W/gen .
     ;;
   pairs)
     # The held-out validation pairs as trained (their own gold + distractor sources, or none), base vs
     # the LoRA recipe: prompts .devdata/valpairs.jsonl (validation.jsonl without the reply).
-    python3 -m kb.cli finetune --kb $W/kb --model $W/qwen --data .devdata/train.jsonl --set eval.gate.enabled=false \
-      --json --method lora --name lora-v1 | tee "$OUT/finetune_lora.json"
-    G="python3 bench/refusal.py generate --model $W/qwen --device cuda --dtype float32 --out-dir $OUT --batch-size 16"
-    $G .devdata/valpairs.jsonl --label base
-    $G .devdata/valpairs.jsonl --label lora-v1 --adapter $W/kb/models/lora-v1
+    $F --method lora --name lora-v1 | tee "$OUT/finetune_lora.json"
+    $G --out-dir $OUT .devdata/valpairs.jsonl --label base
+    $G --out-dir $OUT .devdata/valpairs.jsonl --label lora-v1 --adapter $W/kb/models/lora-v1
     ;;
   *) echo "unknown stage $stage" >&2; exit 2 ;;
   esac

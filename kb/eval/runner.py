@@ -97,16 +97,17 @@ class RetrievalCache:
 
 
 def context_hits(answerer: Answerer, item: QAItem) -> list[Hit]:
-    """The item's context chunks, in order, as hits (no scores: they were not retrieved)."""
-    store = answerer.retriever.store if answerer.retriever else None
-    chunks = [store.chunk_by_id(cid) for cid in item.context] if store else []
-    missing = [cid for cid, c in zip(item.context, chunks, strict=True) if c is None]
+    """The item's context chunks, in order, as hits (no scores: they were not retrieved). Called only
+    when answering with retrieval, so the answerer has a retriever and its store."""
+    store = answerer.retriever.store  # type: ignore[union-attr]
+    found = {cid: store.chunk_by_id(cid) for cid in item.context}
+    missing = [cid for cid, chunk in found.items() if chunk is None]
     if missing:
         raise DataError(
             f"item {item.id}: context chunk(s) {', '.join(missing)} are not in the knowledge base "
             "(re-ingested since `kb synth`? run `kb synth` again)"
         )
-    return [Hit(chunk=c, score=0.0) for c in chunks if c is not None]
+    return [Hit(chunk=found[cid], score=0.0) for cid in item.context]  # type: ignore[arg-type]
 
 
 def run_items(

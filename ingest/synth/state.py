@@ -7,7 +7,9 @@
 
 Both data files are replaced atomically (write to a temporary file, fsync, os.replace), so a crash
 leaves the previous state; a pair is only recorded together with its chunk's entry, so a run stopped
-half-way resumes where it stopped.
+half-way resumes where it stopped. Pairs are written before the chunk list, and `load` keeps only the
+pairs of chunks the chunk list marks done: a crash between the two writes regenerates those chunks from
+scratch, exactly as the interrupted run would have, instead of deduplicating against their stale pairs.
 """
 
 from __future__ import annotations
@@ -62,15 +64,16 @@ class SynthState:
                 self.chunks = data.get("chunks", {})
             if pairs_path.exists():
                 lines = pairs_path.read_text(encoding="utf-8").splitlines()
-                self.pairs = [json.loads(line) for line in lines if line.strip()]
-        except (json.JSONDecodeError, AttributeError) as e:
+                pairs = [json.loads(line) for line in lines if line.strip()]
+                self.pairs = [p for p in pairs if self.done(p["chunk_id"], p["chunk_hash"], p["generator"])]
+        except (json.JSONDecodeError, AttributeError, KeyError, TypeError) as e:
             raise StoreError(
                 f"{self.dir}: synthesis state is damaged ({e}); delete the folder to start over"
             ) from None
 
     def save(self) -> None:
         """Pairs first, then the chunk list: a crash between the two leaves pairs whose chunks are not
-        marked done, and the next run's dedupe drops the regenerated copies."""
+        marked done, and `load` drops them (their chunks are generated again)."""
         text = "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in self.pairs)
         atomic_write_text(self.dir / "pairs.jsonl", text)
         state = {"format": FORMAT, "chunks": self.chunks}

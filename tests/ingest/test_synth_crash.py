@@ -11,9 +11,11 @@ from pathlib import Path
 
 from finetune.data import read_examples
 from ingest.pipeline import ingest
+from ingest.synth import synthesize
 from ingest.synth.state import SynthState
 from kb.config import load_config
 from kb.embed.hashing import HashingEmbedder
+from kb.store import Store
 from tests.crashing import ROOT, env, kb_cmd, kill_after, start
 
 KILLS = 5
@@ -58,3 +60,20 @@ def test_kill_9_during_synth(tmp_path):
     assert (kb / "synth" / "train.jsonl").read_text(encoding="utf-8") == expected
     assert {p.name for p in (kb / "synth").iterdir()} == OUTPUTS | STATE
     print("synth kills:", outcomes)
+
+
+def test_crash_between_pairs_and_state_writes(tmp_path):
+    """SynthState.save writes pairs.jsonl, then state.json. A kill between the two leaves pairs of chunks
+    not marked done; those chunks are generated again, and the rerun must not keep a different set of
+    pairs for them (the regenerated first candidates are near-duplicates of the stale pairs, so the
+    generator moved on to candidates an uninterrupted run never picked)."""
+    kb = tmp_path / "kb"
+    cfg = load_config(data={"kb_dir": str(kb), "embedder": {"name": "hashing"}})
+    ingest([ROOT / "corpus"], cfg, HashingEmbedder(), progress=False)
+    store = Store.open(kb)
+    synthesize(cfg, store, None, out_dir=kb / "synth", use_llm=False, progress=False)
+    expected = (kb / "synth" / "train.jsonl").read_text(encoding="utf-8")
+    (kb / "synth" / "state.json").unlink()  # pairs.jsonl was replaced, state.json never was
+    report = synthesize(cfg, store, None, out_dir=kb / "synth", use_llm=False, progress=False)
+    assert report.chunks_new == len(store.iter_chunks())
+    assert (kb / "synth" / "train.jsonl").read_text(encoding="utf-8") == expected

@@ -122,7 +122,8 @@ class Answerer:
             return Answer(REFUSAL[lang], [], True, time.perf_counter() - t0, hits, why)
         shown = fit_sources(hits, self.acfg.max_context_chars)  # the sources the prompt shows
         text = self._generate(
-            answer_messages(question, shown, self.acfg.max_context_chars, history), on_token
+            answer_messages(question, shown, self.acfg.max_context_chars, history, self.acfg.focus),
+            on_token,
         )
         refuse, why = self.refuse_after(question, text, shown)
         if refuse:
@@ -157,7 +158,8 @@ class Answerer:
             from kb.keyword import tokenize
 
             sources = [" ".join(h.chunk.headings) + "\n" + h.chunk.text for h in hits]
-            window = supporting_window(text, question, sources)
+            heads = [" ".join(h.chunk.headings) for h in hits]
+            window = supporting_window(text, question, sources, heads)
             score = alignment(tokenize(question, search=False), window, keyword.idf)
             if score < self.acfg.min_alignment:
                 return (

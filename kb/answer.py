@@ -122,8 +122,7 @@ class Answerer:
             return Answer(REFUSAL[lang], [], True, time.perf_counter() - t0, hits, why)
         shown = fit_sources(hits, self.acfg.max_context_chars)  # the sources the prompt shows
         text = self._generate(
-            answer_messages(question, shown, self.acfg.max_context_chars, history, self.acfg.focus),
-            on_token,
+            answer_messages(question, shown, self.acfg.max_context_chars, history), on_token
         )
         refuse, why = self.refuse_after(question, text, shown)
         if refuse:

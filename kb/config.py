@@ -119,7 +119,6 @@ class AnswerConfig:
     max_context_chars: int = 1200  # sources beyond this are left out of the prompt (~2-3 chunks). The 0.5B
     # model answers better with fewer distractors (corpus/qa.jsonl, answers before refusal: 0.80 at 1200,
     # 0.77 at 1800, 0.78 at 2600; bench/refusal.py), and prefill dominates answer time on a CPU
-    focus: int = 0  # quote this many source sentences closest to the question again before it (0 = off)
     refuse_min_dense: float = 0.0  # refuse outright when the best cosine is below this (0 = off)
     min_support: float = 0.4  # share of the answer's new bigrams that must occur in the sources
     min_novel: int = 1  # an answer adding fewer new bigrams than this only restates the question ("3天"

@@ -62,37 +62,11 @@ QUESTION_WORDS = frozenset(
 )
 # Any word holding one of these is a question word (哪一天, 几号, 多少钱), whatever jieba made of it.
 _QUESTION_PART = re.compile(r"[几哪吗呢怎啥]|多少|什么|多久|多长")
-_STOP_BIGRAMS = frozenset(w[i : i + 2] for w in QUESTION_WORDS if not w.isascii() for i in range(len(w) - 1))
 _SENT = re.compile(r"(?<=[。！？；!?;\n])|(?<=\. )")
 
 
 def sentences(text: str) -> list[str]:
     return [s.strip() for s in _SENT.split(text) if s.strip()]
-
-
-def _question_bigrams(question: str) -> set[str]:
-    """The question's character bigrams without those of question words (多少, 什么, how many...)."""
-    text = _QUESTION_PART.sub(" ", clean_text(question))
-    grams = {text[i : i + 2] for i in range(len(text) - 1) if " " not in text[i : i + 2]}
-    return grams - _STOP_BIGRAMS
-
-
-def key_sentences(question: str, sources: list[str], k: int) -> list[tuple[int, str]]:
-    """The k sentences of the sources (index, sentence) sharing the largest share of the question's
-    subject bigrams, best first; none that share nothing. A 0.5B model given a chunk that lists
-    several limits (打车 100元, 招待 300元, 住宿 500元) picks the wrong one; quoting the sentence the
-    question is about next to the question steers it there."""
-    q = _question_bigrams(question)
-    if not q or k <= 0:
-        return []
-    scored = []
-    for n, src in enumerate(sources):
-        for i, s in enumerate(sentences(src)):
-            share = len(q & bigrams(s)) / len(q)
-            if share > 0:
-                scored.append((-share, n, i, s))
-    scored.sort()
-    return [(n, s) for _, n, _, s in scored[:k]]
 
 
 def supporting_window(

@@ -9,7 +9,6 @@ from __future__ import annotations
 import re
 
 from kb.generate.base import Message
-from kb.grounding import key_sentences
 from kb.schema import Hit
 
 _CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
@@ -105,32 +104,22 @@ def format_sources(hits: list[Hit], max_chars: int) -> str:
     return "\n\n".join(_block(n, h) for n, h in enumerate(fit_sources(hits, max_chars), start=1))
 
 
-def _focus(question: str, shown: list[Hit], k: int, lang: str) -> str:
-    """The sources' sentences closest to the question, quoted again after the sources (answer.focus)."""
-    picked = key_sentences(question, [h.chunk.text for h in shown], k)
-    if not picked:
-        return ""
-    lines = "\n".join(f"[{n + 1}] {sanitize(s)}" for n, s in picked)
-    return f"\n\n与问题最相关的原文：\n{lines}" if lang == "zh" else f"\n\nMost relevant lines:\n{lines}"
-
-
 def answer_messages(
-    question: str,
-    hits: list[Hit],
-    max_chars: int,
-    history: list[Message] | None = None,
-    focus: int = 0,
+    question: str, hits: list[Hit], max_chars: int, history: list[Message] | None = None
 ) -> list[Message]:
-    """The answer prompt: numbered sources (as many as fit in max_chars), then, with focus > 0, the
-    `focus` source sentences closest to the question, then the question."""
+    """The answer prompt: numbered sources (as many as fit in max_chars), then the question.
+
+    Tried and dropped: quoting again, between the sources and the question, the source sentence that
+    shares most of the question's bigrams (a chunk listing several limits made the 0.5B model pick the
+    wrong one). It fixed those (付费软件 5000元, 补卡 3次) but the model then often repeated the question
+    as its answer: on corpus/qa.jsonl answers containing a gold answer before refusal 0.80 -> 0.77,
+    refusal precision 0.68 -> 0.58, recall 0.85 -> 0.75 (bench/refusal.py, one generation each)."""
     lang = language(question)
-    shown = fit_sources(hits, max_chars)
-    sources = format_sources(shown, max_chars)
-    extra = _focus(question, shown, focus, lang)
+    sources = format_sources(hits, max_chars)
     if lang == "zh":
-        user = f"资料：\n{sources}{extra}\n\n问题：{question}"
+        user = f"资料：\n{sources}\n\n问题：{question}"
     else:
-        user = f"Sources:\n{sources}{extra}\n\nQuestion: {question}"
+        user = f"Sources:\n{sources}\n\nQuestion: {question}"
     return [{"role": "system", "content": SYSTEM[lang]}, *(history or []), {"role": "user", "content": user}]
 
 

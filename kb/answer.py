@@ -156,8 +156,8 @@ class Answerer:
         if self.acfg.min_alignment > 0 and keyword is not None:
             from kb.keyword import tokenize
 
-            sources = [" ".join(h.chunk.headings) + "\n" + h.chunk.text for h in hits]
             heads = [" ".join(h.chunk.headings) for h in hits]
+            sources = [f"{head}\n{h.chunk.text}" for head, h in zip(heads, hits, strict=True)]
             window = supporting_window(text, question, sources, heads)
             score = alignment(tokenize(question, search=False), window, keyword.idf)
             if score < self.acfg.min_alignment:

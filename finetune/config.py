@@ -209,15 +209,12 @@ _FLOAT = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+")
 
 
 def _scalar(value: Any) -> Any:
-    """A value for a pass-through section as the value it spells: a `--set` string as YAML, and
-    exponent floats that YAML 1.1 leaves as strings (`5e-4`, from `--set` or a YAML file) as floats.
-    Other strings stay strings (`inf`, `nan` and names are not numbers here)."""
-    if not isinstance(value, str):
-        return value
-    parsed = yaml.safe_load(value) if value.strip() else value
-    if isinstance(parsed, str) and _FLOAT.fullmatch(parsed.strip()):
-        return float(parsed)
-    return parsed
+    """A value for a pass-through section: exponent floats that YAML 1.1 leaves as strings (`5e-4`, from
+    `--set` or a YAML file) become floats. Other strings stay strings (`inf`, `nan` and names are not
+    numbers here), and are not parsed again: `--set training.save_strategy="'no'"` is the string no."""
+    if isinstance(value, str) and _FLOAT.fullmatch(value.strip()):
+        return float(value)
+    return value
 
 
 def _merge(cfg: FinetuneConfig, data: dict[str, Any]) -> None:

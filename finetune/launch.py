@@ -14,9 +14,16 @@ from pathlib import Path
 
 from kb.errors import KBError
 
-# NVLink SHARP / multicast (NVLS) is off: on the shared multi-GPU hosts it hangs or fails NCCL init,
-# and it brings nothing at the message sizes of LoRA / prefix gradients.
-NCCL_ENV = {"NCCL_NVLS_ENABLE": "0", "NCCL_NVLSTREE_ENABLE": "0", "TORCH_NCCL_ASYNC_ERROR_HANDLING": "1"}
+# NVLink SHARP / multicast (NVLS) is off in NCCL, PyTorch's symmetric memory and NVSHMEM: on shared
+# multi-GPU hosts a program that uses it can take the host's GPUs out of service, and it brings nothing
+# at the message sizes of LoRA / prefix gradients or ZeRO's bucketed collectives.
+NCCL_ENV = {
+    "NCCL_NVLS_ENABLE": "0",
+    "NCCL_NVLSTREE_ENABLE": "0",
+    "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1",
+    "NVSHMEM_DISABLE_NVLS": "1",
+    "TORCH_NCCL_ASYNC_ERROR_HANDLING": "1",
+}
 
 
 class LaunchError(KBError):

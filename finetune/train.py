@@ -7,6 +7,7 @@ the registry is the caller's job (finetune.run).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -94,6 +95,23 @@ def load_base(cfg: FinetuneConfig, load_dtype: torch.dtype) -> tuple[Any, Any, s
     return model, tokenizer, str(source)
 
 
+def is_zero3(cfg: FinetuneConfig) -> bool:
+    ds = cfg.deepspeed_config()
+    return bool(ds) and int((ds.get("zero_optimization") or {}).get("stage", 0)) == 3
+
+
+def gathered_trainable(model: Any, *, zero3: bool) -> Any:
+    """Under ZeRO-3 each rank holds only a shard of every parameter (the others are empty tensors of
+    shape [0]), so saving would write an empty adapter. This gathers the trainable ones (the adapter:
+    LoRA matrices or the prefix encoder, a few MB) on every rank for the duration of the block."""
+    if not zero3:
+        return contextlib.nullcontext()
+    import deepspeed
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    return deepspeed.zero.GatheredParameters(params, modifier_rank=None)
+
+
 def data_paths(cfg: FinetuneConfig) -> tuple[Path, Path | None]:
     train = Path(cfg.data.train) if cfg.data.train else Path(cfg.kb_dir) / "synth" / "train.jsonl"
     if not train.is_file():
@@ -171,8 +189,9 @@ def train(
     eval_loss = trainer.evaluate().get("eval_loss") if val_set else None
     if fast is not None:
         fast.restore()
+    with gathered_trainable(trainer.model, zero3=is_zero3(cfg)):  # every rank enters: a collective
+        method.save(trainer.model, run_dir / "adapter", main_process=is_main_process())
     if is_main_process():
-        method.save(trainer.model, run_dir / "adapter")
         tokenizer.save_pretrained(run_dir / "adapter")  # pad token and chat template travel with it
     seconds = time.perf_counter() - t0
     train_secs = float(out.metrics.get("train_runtime", seconds))
@@ -223,7 +242,7 @@ def build_trainer(
     targs = dict(cfg.training)
     max_len = cfg.data.max_source_len + cfg.data.max_target_len
     ds = cfg.deepspeed_config()
-    zero3 = bool(ds) and int((ds.get("zero_optimization") or {}).get("stage", 0)) == 3
+    zero3 = is_zero3(cfg)
     fast = None
     if fast_path_active(cfg.speed.fast_path) and not zero3 and not cfg.load_in:
         budget = cfg.speed.token_budget or int(targs.get("per_device_train_batch_size", 8)) * max_len

@@ -41,10 +41,38 @@ class TokenCountingTrainer(Trainer):
 
     def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
         if "loss" in logs and self._t0 is not None:
-            world = int(os.environ.get("WORLD_SIZE", "1"))
-            logs["tokens"] = self.tokens_seen * world
-            logs["tok_s"] = round(self.tokens_seen * world / max(time.perf_counter() - self._t0, 1e-9), 1)
+            # Every rank logs at the same steps (the Trainer gathers the loss there), so the ranks' token
+            # counts can be summed: packed rows differ in length, so rank 0's count × N would be off.
+            tokens = self.tokens_seen
+            if torch.distributed.is_available() and torch.distributed.is_initialized():
+                t = torch.tensor([tokens], dtype=torch.long, device=self.args.device)
+                torch.distributed.all_reduce(t)
+                tokens = int(t.item())
+            elapsed = time.perf_counter() - self._t0
+            logs["tokens"] = tokens
+            logs["elapsed_s"] = round(elapsed, 3)  # since the first step began: bench/multigpu.py's clock
+            logs["tok_s"] = round(tokens / max(elapsed, 1e-9), 1)
         super().log(logs, *args, **kwargs)
+
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        if not _zero3_prompt_learning(self.model):
+            return super()._save(output_dir, state_dict)
+        # The Trainer's _save runs on rank 0 only, but P-Tuning v2's saved prefix is a forward of its
+        # encoder, whose weights ZeRO-3 shards: rank 0 would wait forever for the others to gather them.
+        # Every rank runs peft's save (the state dict is computed everywhere, written by rank 0 alone).
+        out = output_dir or self.args.output_dir
+        self.model.save_pretrained(out, is_main_process=self.args.should_save)
+        if self.args.should_save:
+            torch.save(self.args, os.path.join(out, "training_args.bin"))
+
+
+def _zero3_prompt_learning(model: Any) -> bool:
+    from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
+
+    peft_config = getattr(model, "peft_config", None)
+    if not is_deepspeed_zero3_enabled() or not isinstance(peft_config, dict):
+        return False
+    return bool(getattr(peft_config.get(getattr(model, "active_adapter", None)), "is_prompt_learning", False))
 
 
 class CurveCallback(TrainerCallback):
@@ -75,6 +103,9 @@ class FastPathTrainer(TokenCountingTrainer):
     def __init__(self, *args: Any, fast_path: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.fast_path = fast_path
+        # compute_loss divides by the Trainer's num_items_in_batch (all accumulated micro-batches), so the
+        # Trainer must not divide by the accumulation steps again.
+        self.model_accepts_loss_kwargs = True
 
     def compute_loss(
         self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None
@@ -89,4 +120,9 @@ class FastPathTrainer(TokenCountingTrainer):
                     torch._dynamo.mark_dynamic(inputs[key], 0)
         outputs = self.fast_path.forward(model, inputs)
         loss = self.fast_path.loss(outputs, labels, num_items_in_batch)
+        if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+            # num_items_in_batch counts the tokens of every rank, and DDP / DeepSpeed average the ranks'
+            # gradients: each rank's loss is scaled by the number of ranks, as Trainer.compute_loss does,
+            # so N ranks give the gradient (and the logged loss) of one process with N× the batch.
+            loss = loss * self.accelerator.num_processes
         return (loss, {"loss": loss}) if return_outputs else loss

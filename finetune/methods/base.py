@@ -88,14 +88,21 @@ class Method(ABC):
         `cfg` is the method's settings dataclass, a mapping with its fields, or None for the defaults.
         """
 
-    def save(self, model: PeftModel, out_dir: str | Path) -> Path:
-        """Write the adapter (not the base weights) to `out_dir`; returns the directory."""
+    def save(self, model: PeftModel, out_dir: str | Path, *, main_process: bool = True) -> Path:
+        """Write the adapter (not the base weights) to `out_dir`; returns the directory.
+
+        In a multi-process run every rank calls this and only the one with `main_process` writes: under
+        ZeRO-3, collecting the state dict runs collectives (P-Tuning v2's prefix is computed by a forward
+        of its encoder, whose sharded weights are gathered from all ranks), so rank 0 alone would hang.
+        """
         if not isinstance(model, PeftModel):
             raise MethodError(f"{self.name}: save expects a peft model, got {type(model).__name__}")
         out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        model.save_pretrained(str(out), safe_serialization=True)
-        adapter_peft_type(out)  # fails loudly if peft wrote something other than the two expected files
+        if main_process:
+            out.mkdir(parents=True, exist_ok=True)
+        model.save_pretrained(str(out), safe_serialization=True, is_main_process=main_process)
+        if main_process:
+            adapter_peft_type(out)  # fails loudly if peft wrote something other than the two expected files
         return out
 
     def load(self, base_model: PreTrainedModel, adapter_dir: str | Path) -> PeftModel:

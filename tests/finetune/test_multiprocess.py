@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from safetensors.torch import load_file
 
 from kb.cli import main
 from kb.registry import Registry
@@ -78,3 +79,58 @@ def test_zero2_two_processes_matches_one(tiny_model, train_file, tmp_path):  # n
     assert len(one) == len(two) == 6
     assert one[-1] < one[0]
     assert max(abs(a - b) for a, b in zip(one, two, strict=True)) < 1e-3, (one, two)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method,lr", [("lora", "0.02"), ("ptuning-v2", "0.2")])
+def test_zero2_fast_path_two_processes_matches_one(tiny_model, train_file, tmp_path, method, lr):  # noqa: F811
+    """The GPU trainer (packed rows, fused loss; forced on here, uncompiled) under DeepSpeed ZeRO-2:
+    2 processes × 1 packed row per step against 1 process accumulating 2 rows. Its loss is normalised by
+    the token count of all ranks, so it must be scaled by the number of ranks as the Trainer's own
+    compute_loss does — else both the gradients and the logged losses are 1/N too small."""
+    base = [
+        "finetune", "--model", str(tiny_model), "--data", str(train_file), "--method", method,
+        "--deepspeed", "zero2", *COMMON,
+        "--set", f"finetune.training.learning_rate={lr}",
+        "--set", "finetune.speed.fast_path=always",
+        "--set", "finetune.speed.compile=false",
+        "--set", "finetune.speed.token_budget=40",
+        "--set", "finetune.data.max_source_len=24",
+        "--set", "finetune.data.max_target_len=16",
+    ]  # fmt: skip
+    one = [*base, "--kb", str(tmp_path / "one"), "--set", "finetune.training.gradient_accumulation_steps=2"]
+    assert main(one) == 0
+    assert main([*base, "--kb", str(tmp_path / "two"), "--gpus", "2"]) == 0
+    one, two = _losses(tmp_path / "one"), _losses(tmp_path / "two")
+    assert len(one) == len(two) == 6
+    assert one[-1] < one[0]
+    assert max(abs(a - b) for a, b in zip(one, two, strict=True)) < 1e-3, (one, two)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method,lr", [("lora", "0.02"), ("ptuning-v2", "0.2")])
+def test_zero3_two_processes_matches_one(tiny_model, train_file, tmp_path, method, lr):  # noqa: F811
+    """ZeRO-3 shards the weights too (the prefix encoder's included), so every forward gathers them:
+    2 processes × 2 examples against 1 process × 4, step by step."""
+    base = [
+        "finetune", "--model", str(tiny_model), "--data", str(train_file), "--method", method,
+        "--deepspeed", "zero3", *COMMON, "--set", f"finetune.training.learning_rate={lr}",
+    ]  # fmt: skip
+    assert (
+        main(
+            [*base, "--kb", str(tmp_path / "one"), "--set", "finetune.training.per_device_train_batch_size=4"]
+        )
+        == 0
+    )
+    two = [*base, "--kb", str(tmp_path / "two"), "--gpus", "2"]
+    assert main([*two, "--set", "finetune.training.per_device_train_batch_size=2"]) == 0
+    one, two = _losses(tmp_path / "one"), _losses(tmp_path / "two")
+    assert len(one) == len(two) == 6
+    assert one[-1] < one[0]
+    assert max(abs(a - b) for a, b in zip(one, two, strict=True)) < 1e-3, (one, two)
+    # Saved whole, not as each rank's shard (empty tensors of shape [0]): the same weights both ways.
+    a, b = (
+        load_file(Registry(tmp_path / k).active().path / "adapter_model.safetensors") for k in ("one", "two")
+    )
+    assert a.keys() == b.keys() and all(a[k].numel() > 0 for k in a)
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-4

@@ -10,7 +10,7 @@ The base is the ChatGLM3-6B shape as transformers-native GLM (bench/finetune_thr
 random-initialised and saved once, with a word-level tokenizer holding ChatGLM3's special tokens, so
 `kb finetune` picks the chatglm3 template as it would for the real model. Data: synthetic conversations,
 log-normal lengths around 300 tokens (70% prompt), words from a 2,000-word list and answers that repeat
-the start of the question, so the loss falls and a wrong gradient scale shows in the curve.
+the start of the question (something to learn, though 20 steps of a random-initialised base learn little).
 
 Every run is the real command in its own process tree (torchrun + DeepSpeed, as a user runs it), with
 the recipe's settings (finetune/configs/lora.yaml, ptuning_v2.yaml) except max_steps, logging every step
@@ -184,7 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-len", type=int, default=2048)
     ap.add_argument("--examples", type=int, default=3000)
     ap.add_argument("--work", type=Path, default=Path("/tmp/kb-multigpu"))
-    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--out", type=Path, required=True, help="results JSON; runs already in it are skipped")
+    ap.add_argument("--again", action="store_true", help="re-run configurations already in --out")
     args = ap.parse_args(argv)
     args.gpus = sorted(int(g) for g in args.gpus.split(","))
     if args.shape == "tiny":
@@ -208,6 +209,11 @@ def main(argv: list[str] | None = None) -> int:
     for stage in args.stages.split(","):
         for method in args.methods.split(","):
             for gpus in args.gpus:
+                done = [
+                    r for r in doc["runs"] if (r["stage"], r["method"], r["gpus"]) == (stage, method, gpus)
+                ]
+                if done and "error" not in done[0] and not args.again:
+                    continue  # measured by an earlier call with this --out (device calls are time-limited)
                 row = run_one(args, work, stage, method, gpus)
                 doc["runs"] = [
                     r for r in doc["runs"] if (r["stage"], r["method"], r["gpus"]) != (stage, method, gpus)

@@ -30,6 +30,7 @@ import json
 import math
 import os
 import random
+import shutil
 import subprocess
 import sys
 import time
@@ -105,6 +106,7 @@ def run_one(args: argparse.Namespace, work: Path, stage: str, method: str, gpus:
     nmax = max(args.gpus)
     name = f"{stage}-{method}-{gpus}gpu"
     kb = work / "kb" / name
+    shutil.rmtree(kb, ignore_errors=True)  # a re-run (--again, or a failed run) starts clean
     cmd = [
         sys.executable, "-m", "kb.cli", "finetune", "--kb", str(kb), "--model", str(work / "model"),
         "--data", str(work / "train.jsonl"), "--method", method, "--name", name, "--gpus", str(gpus),

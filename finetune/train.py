@@ -244,14 +244,17 @@ def build_trainer(
     ds = cfg.deepspeed_config()
     zero3 = is_zero3(cfg)
     fast = None
-    if fast_path_active(cfg.speed.fast_path) and not zero3 and not cfg.load_in:
+    if fast_path_active(cfg.speed.fast_path) and not cfg.load_in:
         budget = cfg.speed.token_budget or int(targs.get("per_device_train_batch_size", 8)) * max_len
         if budget < max_len:
             raise ConfigError(
                 f"speed.token_budget: {budget} is below the longest example (max_source_len + max_target_len "
                 f"= {max_len})"
             )
-        fast = FastPath(model, loss_chunk=cfg.speed.loss_chunk, compile=cfg.speed.compile)
+        # ZeRO-3 gathers each layer's weights in hooks around its forward, which compiled layers skip.
+        fast = FastPath(
+            model, loss_chunk=cfg.speed.loss_chunk, compile=cfg.speed.compile and not zero3, top_level=zero3
+        )
         train_set = pack_examples(train_set, budget)
         val_set = pack_examples(val_set, budget) if val_set else []
         collator: Any = VarlenCollator(pad_id, budget, fast.prefix_len, max_length=max_len)

@@ -7,6 +7,7 @@ fast.restore()                     # the model is an ordinary transformers/peft 
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import torch
@@ -59,7 +60,9 @@ def decoder_layers(model: Any) -> nn.ModuleList:
 
 
 class FastPath:
-    def __init__(self, model: Any, *, loss_chunk: int = 4096, compile: bool = False) -> None:
+    def __init__(
+        self, model: Any, *, loss_chunk: int = 4096, compile: bool = False, top_level: bool = False
+    ) -> None:
         base = _base_model(model)
         if type(base).__module__.startswith("transformers_modules"):
             raise ConfigError(
@@ -80,6 +83,11 @@ class FastPath:
         # The model returns hidden states where logits were; loss() applies the head chunk by chunk.
         # The head stays inside the model so that moving the model (Trainer → GPU) moves it too.
         base.set_output_embeddings(HiddenStates(head))
+        self.peft_model = model
+        self.prefix_in_model = bool(self.prefix_len) and top_level
+        if self.prefix_in_model:
+            # An instance attribute that restore() deletes; a partial, not a bound method (no __func__).
+            model.forward = functools.partial(FastPath._prefix_forward, self)
         self.compiled = False
         if compile and torch.cuda.is_available():
             import torch._dynamo.config as dynamo_config
@@ -93,16 +101,25 @@ class FastPath:
             self.compiled = True
 
     def forward(self, model: Any, inputs: dict[str, Any]) -> Any:
-        """The model's forward on a VarlenCollator batch (without labels).
+        """The model's forward on a VarlenCollator batch (without labels)."""
+        if self.prefix_len and not self.prefix_in_model:
+            return self._prefix_forward(**inputs)
+        return model(**inputs)
 
-        P-Tuning v2 would pass its prefix as a cache that each layer extends, which makes every compiled
-        layer see different inputs. Instead the prefix keys/values go in as two stacked tensors
+    def _prefix_forward(self, **inputs: Any) -> Any:
+        """Stands in for the peft model's forward under P-Tuning v2 (installed in __init__).
+
+        peft would pass its prefix as a cache that each layer extends, which makes every compiled layer
+        see different inputs. Instead the prefix keys/values go in as two stacked tensors
         (layers, 1, kv_heads, P, head_dim) that the varlen attention reads by layer index, and the
         positions are shifted by P as peft does.
+
+        Under ZeRO-3 this replaces the peft model's forward (`top_level`), so that the top-level module
+        still runs: ZeRO-3 resets its weight-prefetch trace in that module's forward hook (called beside
+        it instead, 2 ranks drifted from 1 from the third step on). Elsewhere it is called beside it:
+        accelerate's mixed precision rebinds a model's forward to the model, which would break there.
         """
-        if not self.prefix_len:
-            return model(**inputs)
-        cache = model.get_prompt(batch_size=1)
+        cache = self.peft_model.get_prompt(batch_size=1)
         keys = torch.stack([layer.keys for layer in cache.layers])
         values = torch.stack([layer.values for layer in cache.layers])
         inputs = {**inputs, "position_ids": inputs["position_ids"] + self.prefix_len}
@@ -111,10 +128,21 @@ class FastPath:
     def loss(self, outputs: Any, labels: torch.Tensor, num_items: Any = None) -> torch.Tensor:
         hidden = outputs.logits if hasattr(outputs, "logits") else outputs[0]  # (1, T, h): hidden states
         weight = self.base.get_output_embeddings().head.weight
-        return linear_cross_entropy(hidden, weight, labels, num_items, self.loss_chunk)
+        if not hasattr(weight, "ds_id"):
+            return linear_cross_entropy(hidden, weight, labels, num_items, self.loss_chunk)
+        # ZeRO-3 holds a shard of the head on each rank and gathers a module's weights only when the
+        # module runs, which the head never does here: gather it for the loss (every rank computes a loss
+        # at the same step, so the collective matches). The gradient with respect to the hidden states
+        # is taken inside this forward, so backward needs the full weight no longer.
+        import deepspeed
+
+        with deepspeed.zero.GatheredParameters([weight]):
+            return linear_cross_entropy(hidden, weight, labels, num_items, self.loss_chunk)
 
     def restore(self) -> None:
         """Undo every switch: attention implementation, cache flag and the output layer."""
         self.base.set_output_embeddings(self.base.get_output_embeddings().head)
+        if self.prefix_in_model:
+            del self.peft_model.forward
         self.base.config._attn_implementation = self._attn
         self.base.config.use_cache = self._use_cache

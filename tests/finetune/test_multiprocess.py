@@ -82,15 +82,17 @@ def test_zero2_two_processes_matches_one(tiny_model, train_file, tmp_path):  # n
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("stage", ["zero2", "zero3"])
 @pytest.mark.parametrize("method,lr", [("lora", "0.02"), ("ptuning-v2", "0.2")])
-def test_zero2_fast_path_two_processes_matches_one(tiny_model, train_file, tmp_path, method, lr):  # noqa: F811
-    """The GPU trainer (packed rows, fused loss; forced on here, uncompiled) under DeepSpeed ZeRO-2:
+def test_fast_path_two_processes_matches_one(tiny_model, train_file, tmp_path, method, lr, stage):  # noqa: F811
+    """The GPU trainer (packed rows, fused loss; forced on here, uncompiled) under DeepSpeed:
     2 processes × 1 packed row per step against 1 process accumulating 2 rows. Its loss is normalised by
     the token count of all ranks, so it must be scaled by the number of ranks as the Trainer's own
-    compute_loss does — else both the gradients and the logged losses are 1/N too small."""
+    compute_loss does — else both the gradients and the logged losses are 1/N too small. Under ZeRO-3
+    the fused loss gathers the sharded output layer itself (the layer never runs as a module)."""
     base = [
         "finetune", "--model", str(tiny_model), "--data", str(train_file), "--method", method,
-        "--deepspeed", "zero2", *COMMON,
+        "--deepspeed", stage, *COMMON,
         "--set", f"finetune.training.learning_rate={lr}",
         "--set", "finetune.speed.fast_path=always",
         "--set", "finetune.speed.compile=false",

@@ -231,7 +231,10 @@ def score(args: argparse.Namespace) -> dict:
             refused, why = bool(REFUSAL_PATTERNS.search(r["raw"])), "the model said so"
         else:
             refused, why = answerer.refuse_after(r["question"], r["raw"], shown)
-        text = resolve_citations(r["raw"], shown)[0] if not refused else ""
+        raw = r["raw"]
+        if refused and not args.model_refusal and (quoted := answerer.quote_instead(r["question"], shown)):
+            refused, why, raw = False, f"quoted ({why})", quoted
+        text = resolve_citations(raw, shown)[0] if not refused else ""
         results.append(
             {
                 "id": r["id"],

@@ -126,9 +126,34 @@ class Answerer:
         )
         refuse, why = self.refuse_after(question, text, shown)
         if refuse:
-            return Answer(REFUSAL[lang], [], True, time.perf_counter() - t0, hits, why)
+            quoted = self.quote_instead(question, shown)
+            if quoted is None:
+                return Answer(REFUSAL[lang], [], True, time.perf_counter() - t0, hits, why)
+            text, why = quoted, f"quoted the source instead of the generated answer ({why})"
         text, cits = resolve_citations(text, shown)
-        return Answer(text, cits, False, time.perf_counter() - t0, hits)
+        return Answer(text, cits, False, time.perf_counter() - t0, hits, why)
+
+    def quote_instead(self, question: str, shown: list[Hit]) -> str | None:
+        """For a quantity question whose generated answer was refused: the source sentence that holds
+        the quantity asked for, with its citation mark (kb/fallback.py), or None."""
+        keyword = getattr(getattr(self.retriever, "store", None), "keyword", None)
+        if self.acfg.quote_min_alignment <= 0 or keyword is None or not shown:
+            return None
+        from kb.fallback import quantity_sentence
+        from kb.keyword import tokenize
+
+        found = quantity_sentence(
+            question,
+            tokenize(question, search=False),
+            [h.chunk.text for h in shown],
+            [" ".join(h.chunk.headings) for h in shown],
+            keyword.idf,
+            self.acfg.quote_min_alignment,
+        )
+        if found is None:
+            return None
+        n, sentence = found
+        return f"{sentence.strip()} [{n + 1}]"
 
     def refuse_before(self, question: str, hits: list[Hit]) -> tuple[bool, str]:
         if not hits:

@@ -189,6 +189,8 @@ def _print_answer(ans, as_json: bool, streamed: bool) -> None:
         print(ans.answer)
     else:
         print()
+        if ans.why and not ans.refused:  # the streamed answer was replaced by a quoted source sentence
+            print(f"→ {ans.answer}")
     for c in ans.citations:
         print(
             f"  [{c.n}] {c.source}"

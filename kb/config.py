@@ -124,6 +124,9 @@ class AnswerConfig:
     min_novel: int = 1  # an answer adding fewer new bigrams than this only restates the question ("3天"
     # adds one bigram and is an answer)
     min_alignment: float = 0.4  # IDF share of the question's words in the sentences the answer came from
+    # A refused answer to a quantity question is replaced by the source sentence holding a quantity of
+    # the kind asked for and at least this alignment with the question (kb/fallback.py); 0 = off
+    quote_min_alignment: float = 0.75
     support_check: bool = False  # also ask the model P(yes) that the sources answer (costs a second prefill)
     support_threshold: float = 0.5  # P(yes) below this → refuse
 

@@ -79,7 +79,13 @@ def test_worse_adapter_refused_better_accepted(kb_env):
     kb, qa, _ = kb_env
     fake_adapter(kb, "lora-v1")  # the keyed generator's adapter answers worse than its base model
     cfg = load_config(
-        overrides=[f"kb_dir={kb}", "embedder.name=hashing", "generator.name=keyed", f"eval.gate.gold={qa}"]
+        overrides=[
+            f"kb_dir={kb}",
+            "embedder.name=hashing",
+            "generator.name=keyed",
+            f"eval.gate.gold={qa}",
+            "answer.quote_min_alignment=0",  # see conftest.kb_env
+        ]
     )
     cfg.eval.gate.metrics = ["answer.contains", "refusal.recall"]
     opened = []

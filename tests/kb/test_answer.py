@@ -85,3 +85,25 @@ def test_fit_sources_keeps_whole_blocks_and_counts_hits_not_text():
     assert fit_sources(hits, 10_000) == hits
     # Counting separators in the text (the old way) would have said 3 sources for these 2.
     assert format_sources(hits, 10_000).count("\n\n[") + 1 == 3
+
+
+def test_quotes_the_source_sentence_when_a_quantity_answer_is_refused():
+    """The model copies the 迟到 rule for a 补卡 question; the grounding check refuses it, and the
+    sentence that names 忘记打卡 and holds "N次" is quoted with its citation instead."""
+    from types import SimpleNamespace
+
+    texts = ["当月迟到累计达到3次的，取消当月全勤奖（300元）。", "忘记打卡的，每月补卡次数不得超过3次。"]
+    hits = [
+        Hit(Chunk(f"c{i}", t, "hr/attendance.md", None, ["考勤"], 0, len(t), "h"), 1.0)
+        for i, t in enumerate(texts)
+    ]
+    retr = _Retr(hits)
+    retr.store = SimpleNamespace(keyword=SimpleNamespace(idf=lambda t: 1.0))
+    question = "忘记打卡每个月最多可以补几次？"
+    wrong = "当月迟到累计达到3次的，取消当月全勤奖。"
+    ans = Answerer(retr, FakeGenerator(replies=[wrong]), load_config(data={})).answer(question)
+    assert not ans.refused and "quoted the source" in ans.why
+    assert ans.answer == f"{texts[1]} [2]" and [c.chunk_id for c in ans.citations] == ["c1"]
+    off = load_config(data={"answer": {"quote_min_alignment": 0}})
+    ans = Answerer(retr, FakeGenerator(replies=[wrong]), off).answer(question)
+    assert ans.refused and "about something else" in ans.why

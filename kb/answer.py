@@ -153,7 +153,7 @@ class Answerer:
         if found is None:
             return None
         n, sentence = found
-        return f"{sentence.strip()} [{n + 1}]"
+        return f"{sentence.strip().lstrip('-•●*· ').strip()} [{n + 1}]"  # without its list marker
 
     def refuse_before(self, question: str, hits: list[Hit]) -> tuple[bool, str]:
         if not hits:

@@ -92,7 +92,7 @@ def test_quotes_the_source_sentence_when_a_quantity_answer_is_refused():
     sentence that names 忘记打卡 and holds "N次" is quoted with its citation instead."""
     from types import SimpleNamespace
 
-    texts = ["当月迟到累计达到3次的，取消当月全勤奖（300元）。", "忘记打卡的，每月补卡次数不得超过3次。"]
+    texts = ["当月迟到累计达到3次的，取消当月全勤奖（300元）。", "- 忘记打卡的，每月补卡次数不得超过3次。"]
     hits = [
         Hit(Chunk(f"c{i}", t, "hr/attendance.md", None, ["考勤"], 0, len(t), "h"), 1.0)
         for i, t in enumerate(texts)
@@ -103,7 +103,7 @@ def test_quotes_the_source_sentence_when_a_quantity_answer_is_refused():
     wrong = "当月迟到累计达到3次的，取消当月全勤奖。"
     ans = Answerer(retr, FakeGenerator(replies=[wrong]), load_config(data={})).answer(question)
     assert not ans.refused and "quoted the source" in ans.why
-    assert ans.answer == f"{texts[1]} [2]" and [c.chunk_id for c in ans.citations] == ["c1"]
+    assert ans.answer == f"{texts[1][2:]} [2]" and [c.chunk_id for c in ans.citations] == ["c1"]
     off = load_config(data={"answer": {"quote_min_alignment": 0}})
     ans = Answerer(retr, FakeGenerator(replies=[wrong]), off).answer(question)
     assert ans.refused and "about something else" in ans.why

@@ -190,7 +190,8 @@ def _print_answer(ans, as_json: bool, streamed: bool) -> None:
     else:
         print()
         if ans.why and not ans.refused:  # the streamed answer was replaced by a quoted source sentence
-            print(f"→ {ans.answer}")
+            print("↳ not supported by the sources; they say:")
+            print(ans.answer)
     for c in ans.citations:
         print(
             f"  [{c.n}] {c.source}"

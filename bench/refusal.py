@@ -228,12 +228,9 @@ def score(args: argparse.Namespace) -> dict:
     for r in rows:
         shown = [_hit(d) for d in r["hits"][: r["shown"]]]
         if args.model_refusal:  # prompts that carry their own sources (validation pairs): no hits to check
-            refused, why = bool(REFUSAL_PATTERNS.search(r["raw"])), "the model said so"
+            refused, why, raw = bool(REFUSAL_PATTERNS.search(r["raw"])), "the model said so", r["raw"]
         else:
-            refused, why = answerer.refuse_after(r["question"], r["raw"], shown)
-        raw = r["raw"]
-        if refused and not args.model_refusal and (quoted := answerer.quote_instead(r["question"], shown)):
-            refused, why, raw = False, f"quoted ({why})", quoted
+            refused, why, raw = answerer.check(r["question"], r["raw"], shown)  # as Answerer.answer does
         text = resolve_citations(raw, shown)[0] if not refused else ""
         results.append(
             {

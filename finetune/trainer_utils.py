@@ -69,10 +69,9 @@ class TokenCountingTrainer(Trainer):
 def _zero3_prompt_learning(model: Any) -> bool:
     from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
 
-    peft_config = getattr(model, "peft_config", None)
-    if not is_deepspeed_zero3_enabled() or not isinstance(peft_config, dict):
-        return False
-    return bool(getattr(peft_config.get(getattr(model, "active_adapter", None)), "is_prompt_learning", False))
+    from finetune.speed.apply import prompt_learning
+
+    return is_deepspeed_zero3_enabled() and prompt_learning(model)
 
 
 class CurveCallback(TrainerCallback):

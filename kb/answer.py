@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable
+from typing import Any
 
 from kb.access import Principal, departments_of, visible
 from kb.config import AnswerConfig, Config
@@ -124,19 +125,31 @@ class Answerer:
         text = self._generate(
             answer_messages(question, shown, self.acfg.max_context_chars, history), on_token
         )
-        refuse, why = self.refuse_after(question, text, shown)
+        refuse, why, text = self.check(question, text, shown)
         if refuse:
-            quoted = self.quote_instead(question, shown)
-            if quoted is None:
-                return Answer(REFUSAL[lang], [], True, time.perf_counter() - t0, hits, why)
-            text, why = quoted, f"quoted the source instead of the generated answer ({why})"
+            return Answer(REFUSAL[lang], [], True, time.perf_counter() - t0, hits, why)
         text, cits = resolve_citations(text, shown)
         return Answer(text, cits, False, time.perf_counter() - t0, hits, why)
+
+    def check(self, question: str, text: str, shown: list[Hit]) -> tuple[bool, str, str]:
+        """After generation: (refused, why, the text to show). A refused answer to a quantity question
+        becomes the quoted source sentence when one holds the quantity asked for (why says so)."""
+        refuse, why = self.refuse_after(question, text, shown)
+        if not refuse:
+            return False, "", text
+        quoted = self.quote_instead(question, shown)
+        if quoted is None:
+            return True, why, text
+        return False, f"quoted the source instead of the generated answer ({why})", quoted
+
+    def _keyword_index(self) -> Any:
+        """The retriever's keyword index (its IDF weights the grounding checks), or None."""
+        return getattr(getattr(self.retriever, "store", None), "keyword", None)
 
     def quote_instead(self, question: str, shown: list[Hit]) -> str | None:
         """For a quantity question whose generated answer was refused: the source sentence that holds
         the quantity asked for, with its citation mark (kb/fallback.py), or None."""
-        keyword = getattr(getattr(self.retriever, "store", None), "keyword", None)
+        keyword = self._keyword_index()
         if self.acfg.quote_min_alignment <= 0 or keyword is None or not shown:
             return None
         from kb.fallback import quantity_sentence
@@ -177,7 +190,7 @@ class Answerer:
             return True, "the answer only restates the question"
         if share < self.acfg.min_support:
             return True, f"only {share:.0%} of the answer is found in the sources"
-        keyword = getattr(getattr(self.retriever, "store", None), "keyword", None)
+        keyword = self._keyword_index()
         if self.acfg.min_alignment > 0 and keyword is not None:
             from kb.keyword import tokenize
 

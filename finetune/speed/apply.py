@@ -42,7 +42,8 @@ def _base_model(model: Any) -> Any:
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
-def _prompt_learning(model: Any) -> bool:
+def prompt_learning(model: Any) -> bool:
+    """Is `model` a peft model whose active adapter is prompt learning (P-Tuning v2, prefix tuning)?"""
     peft_config = getattr(model, "peft_config", None)
     if not isinstance(peft_config, dict):
         return False
@@ -74,7 +75,7 @@ class FastPath:
         varlen.register()
         self.base, self.loss_chunk = base, loss_chunk
         self.prefix_len = (
-            model.peft_config[model.active_adapter].num_virtual_tokens if _prompt_learning(model) else 0
+            model.peft_config[model.active_adapter].num_virtual_tokens if prompt_learning(model) else 0
         )
         self._attn = base.config._attn_implementation
         self._use_cache = base.config.use_cache

@@ -135,15 +135,14 @@ def run_one(args: argparse.Namespace, work: Path, stage: str, method: str, gpus:
     w = logs[args.warmup - 1] if args.warmup else {"tokens": 0, "elapsed_s": 0.0}
     last = logs[-1]
     tok_s = (last["tokens"] - w["tokens"]) / max(last["elapsed_s"] - w["elapsed_s"], 1e-9)
-    res = result.get("result", result)
     return {
         **row,
         "steps": len(logs),
         "tok_s": round(tok_s, 1),
         "tok_s_per_gpu": round(tok_s / gpus, 1),
         "tokens_per_step": round((last["tokens"] - w["tokens"]) / max(len(logs) - args.warmup, 1)),
-        "peak_gib_rank0": res.get("peak_memory_gib"),
-        "fast_path": res.get("fast_path"),
+        "peak_gib_rank0": result["peak_memory_gib"],
+        "fast_path": result["fast_path"],
         "losses": [round(r["loss"], 5) for r in logs],
         "step_s": [round(b["elapsed_s"] - a["elapsed_s"], 3) for a, b in zip(logs, logs[1:], strict=False)],
     }

@@ -67,6 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["conversations", "alpaca"], default="conversations")
     p.add_argument("--no-llm", action="store_true", help="rule-based generator only (no model needed; fast)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--reply",
+        choices=["short", "sentence"],
+        default="short",
+        help="assistant turns: the fact in a few words where a pair has one (default), or the sentence",
+    )
     _common(p)
 
     p = sub.add_parser("finetune", help="tune the chat model on instruction pairs; publishes a new adapter")

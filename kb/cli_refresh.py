@@ -27,6 +27,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
         fmt=args.format,
         use_llm=not args.no_llm,
         seed=args.seed,
+        reply=args.reply,
     )
     print(json.dumps(report.to_json()) if args.json else report.summary())
     return 0

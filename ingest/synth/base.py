@@ -34,6 +34,9 @@ class Candidate:
     answer: str  # the full assistant answer, a sentence grounded in the chunk
     gold: str  # the short key fact (a value, a number with its unit) for `kb eval` contains/F1
     kind: str  # what produced it: faq, kv, table, number, definition, heading, llm
+    # The reply in a few words when the question asks for one fact ("20万台", "ext. 8200"); empty when
+    # only the sentence answers it (a procedure, a section). `kb synth --reply short` trains on it.
+    short: str = ""
 
 
 class QAGenerator(ABC):

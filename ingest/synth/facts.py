@@ -14,8 +14,11 @@ from ingest.synth.base import Candidate
 from ingest.synth.text import Span, end_sentence, number_spans
 
 _CLAUSE = re.compile(r"[，；;：]")
+SHORT_MAX = 40  # characters: a longer value is no short reply; the sentence answers better
 # A clause that starts with one of these continues the previous clause's subject.
 _CONTINUES = tuple("然后 并 且 须 应 可 则 但 即 同时 还 再 由 按 经 方可 不得 其中".split())
+# Measure words that follow a number's unit ("20万台", "3个人"), kept in the short reply.
+_MEASURE = re.compile(r"[台个人名家次件项套款辆座间份]")
 # Units whose small counts Chinese asks with 几 ("几天"); larger counts and other units take 多少.
 _DAY_UNITS = tuple("天 个月 月 小时 年 周 个工作日 工作日 分钟 秒 次 岁 周岁 楼 层".split())
 
@@ -98,7 +101,10 @@ def zh_number_questions(sentence: str) -> list[Candidate]:
         if len(question) < 6 or wh not in question:
             continue
         answer = end_sentence((prefix + fact).strip(" ，："), "zh")
-        out.append(Candidate(question, answer, span.text, "number"))
+        # The short reply is the fact with the measure word the question kept after its question word
+        # ("提升至多少万台？" → "20万台").
+        short = span.text + (m.group() if (m := _MEASURE.match(rest)) else "")
+        out.append(Candidate(question, answer, span.text, "number", end_sentence(short, "zh")))
     return out
 
 
@@ -131,7 +137,9 @@ def zh_definition(sentence: str) -> Candidate | None:
     spans = number_spans(b, "zh")
     if spans and spans[0].start <= 6:
         return None  # "A为3天" is a number fact; the number rule asks it better
-    return Candidate(f"{a}是什么？", end_sentence(sentence, "zh"), b.strip('“”"'), "definition")
+    gold = b.strip('“”"')
+    short = end_sentence(b, "zh") if len(b) <= SHORT_MAX else ""
+    return Candidate(f"{a}是什么？", end_sentence(sentence, "zh"), gold, "definition", short)
 
 
 # ---------- English ----------
@@ -197,13 +205,21 @@ def en_questions(sentence: str, text: str) -> list[Candidate]:
                 q = f"How many {_plural(unit)} {front} {subj} {verb} {prep}?"
             else:
                 q = f"{prep.capitalize()} how many {_plural(unit)} {front} {subj} {verb}?"
-            out.append(Candidate(re.sub(r"\s+", " ", q), answer, span.text, "number"))
+            short = f"Every {span.text}" if prep == "every" else span.text
+            out.append(
+                Candidate(re.sub(r"\s+", " ", q), answer, span.text, "number", end_sentence(short, "en"))
+            )
         if aux in ("is", "are"):
             called = re.match(r"^called (?P<name>.+?)$", rest)
             if called:
                 name = called.group("name").strip("\"' ")
-                out.append(Candidate(f"What {aux} {subj} called?", answer, name, "definition"))
+                out.append(
+                    Candidate(
+                        f"What {aux} {subj} called?", answer, name, "definition", end_sentence(name, "en")
+                    )
+                )
             elif not re.match(r"^(?:not |also |only |\w+ed\b|\w+ing\b|run |made |done |held |kept )", rest):
                 gold = re.split(r"[,;]| which | that ", rest, maxsplit=1)[0].strip()
-                out.append(Candidate(f"What {aux} {subj}?", answer, gold, "definition"))
+                short = end_sentence(gold[:1].upper() + gold[1:], "en") if len(gold) <= SHORT_MAX else ""
+                out.append(Candidate(f"What {aux} {subj}?", answer, gold, "definition", short))
     return out

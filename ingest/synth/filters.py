@@ -8,6 +8,8 @@
   a 600-character one is a passage, not an answer).
 - answer in question: a question that already contains its gold answer ("…整个过程约需3分钟？" → "3分钟")
   teaches nothing; small models write such echoes.
+- short reply: kept only when it occurs in the evidence verbatim (after the same normalisation);
+  otherwise the pair keeps its sentence answer alone.
 - near-duplicates: a question whose character-bigram Jaccard with an already kept question (from any chunk,
   earlier runs included) is ≥ DUP_JACCARD is dropped; the first one wins.
 """
@@ -45,8 +47,8 @@ def check(cand: Candidate, evidence: str) -> tuple[str | None, float]:
         return TOO_SHORT, 0.0
     if len(q) > MAX_Q or len(a) > MAX_A:
         return TOO_LONG, 0.0
-    if not re.search(r"[?？]\s*$", q):
-        return MALFORMED, 0.0
+    if not re.search(r"[?？]\s*$", q) or not _norm(cand.gold) or re.match(r"[^\w“\"《（(]", q):
+        return MALFORMED, 0.0  # also a question led by markup ("-[的第一周清单是什么？") or a gold of marks
     gold = _norm(cand.gold)
     if len(gold) >= 2 and gold in _norm(q):
         return ANSWER_IN_QUESTION, 0.0
@@ -54,6 +56,13 @@ def check(cand: Candidate, evidence: str) -> tuple[str | None, float]:
     if score < MIN_SUPPORT:
         return UNSUPPORTED, score
     return None, score
+
+
+def short_reply(cand: Candidate, evidence: str) -> str:
+    """The candidate's short reply when it occurs in the evidence verbatim, else "" (the sentence serves)."""
+    short = cand.short.strip()
+    key = _norm(short)
+    return short if key and key in _norm(evidence) else ""
 
 
 class QuestionIndex:

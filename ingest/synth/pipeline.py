@@ -30,8 +30,16 @@ from tqdm import tqdm
 
 from finetune.data import write_examples
 from ingest.synth.base import ChunkView, QAGenerator, get_qa_generator
-from ingest.synth.filters import DUPLICATE, QuestionIndex, check
-from ingest.synth.raft import Distractors, Shares, assign_modes, conversation, qa_record, split_sources
+from ingest.synth.filters import DUPLICATE, QuestionIndex, check, short_reply
+from ingest.synth.raft import (
+    REPLY_STYLES,
+    Distractors,
+    Shares,
+    assign_modes,
+    conversation,
+    qa_record,
+    split_sources,
+)
 from ingest.synth.state import SynthState
 from ingest.synth.text import document_title
 from kb.config import Config
@@ -127,6 +135,7 @@ def _generate(
                 "question": cand.question.strip(),
                 "answer": cand.answer.strip(),
                 "gold": cand.gold.strip(),
+                "short": short_reply(cand, evidence),
                 "lang": language(cand.question),
                 "kind": cand.kind,
                 "generator": gen.name,
@@ -180,6 +189,7 @@ def write_outputs(
     shares: Shares,
     validation_share: float,
     report: SynthReport,
+    reply: str = "short",
 ) -> None:
     """Split pairs by document, build the RAFT conversations and write the three output files.
 
@@ -216,7 +226,9 @@ def write_outputs(
             key = tuple(gold.departments)
             if key not in bans:
                 bans[key] = base | {s for s, d in restricted.items() if not key or not set(key) <= d}
-            conv, shown = conversation(p, modes[p["id"]], gold, distractors, max_chars, seed, bans[key])
+            conv, shown = conversation(
+                p, modes[p["id"]], gold, distractors, max_chars, seed, bans[key], reply
+            )
             convs.append(conv)
             meta.append({"departments": p["departments"], "collection": p["collection"]})
             modes_total[modes[p["id"]]] += 1
@@ -241,12 +253,15 @@ def synthesize(
     progress: bool = True,
     shares: Shares | None = None,
     validation_share: float = 0.2,
+    reply: str = "short",
 ) -> SynthReport:
     """Synthesize question/answer pairs for new or changed chunks, then (re)write the training files.
 
     Question generators: "rules" always; "llm" too when use_llm (then `generator` is required). At most
     `per_chunk` pairs per chunk and generator. `shares` sets the RAFT mix (default 70% oracle, 15%
-    distractor-only refusals, 15% plain); `validation_share` the share of documents held out.
+    distractor-only refusals, 15% plain); `validation_share` the share of documents held out; `reply`
+    the assistant turns: "short" (a pair's few-word reply where it has one) or "sentence". The reply
+    style only shapes the output files, so changing it needs no regeneration.
     """
     t0 = time.perf_counter()
     if fmt not in FORMATS:
@@ -255,6 +270,8 @@ def synthesize(
         raise ConfigError(f"synth: per_chunk must be >= 1, got {per_chunk}")
     if not 0.0 <= validation_share < 1.0:
         raise ConfigError(f"synth: validation_share must be in [0, 1), got {validation_share}")
+    if reply not in REPLY_STYLES:
+        raise ConfigError(f"synth: unknown reply style {reply!r}; use {' or '.join(REPLY_STYLES)}")
     if use_llm and generator is None:
         raise ConfigError("synth: use_llm needs a generator; pass use_llm=False for the rules generator only")
     shares = shares or Shares()
@@ -296,7 +313,9 @@ def synthesize(
             report.model_calls += gen.calls
         report.skipped = dict(sorted(skipped.items()))
         report.pairs_total = len(state.pairs)
-        write_outputs(cfg, store, state.pairs, Path(out_dir), fmt, seed, shares, validation_share, report)
+        write_outputs(
+            cfg, store, state.pairs, Path(out_dir), fmt, seed, shares, validation_share, report, reply
+        )
     report.seconds = time.perf_counter() - t0
     # Like every kb run, the resolved configuration and the run's numbers go beside the outputs.
     settings = {
@@ -306,6 +325,7 @@ def synthesize(
         "seed": seed,
         "shares": vars(shares),
         "validation_share": validation_share,
+        "reply": reply,
     }
     atomic_write_text(
         Path(out_dir) / "config.yaml",

@@ -10,6 +10,11 @@ Distractors come from other documents, nearest to the gold chunk by embedding fi
 put beside it at inference, so the model learns to pick the right source among similar ones), and never a
 chunk that itself holds the answer. Every choice is seeded by (seed, pair id): the same pairs, store and
 seed give byte-identical files.
+
+The reply is the pair's short reply ("20万台。") when it has one and the style is "short" (the default),
+else its sentence answer. The system prompt asks for a short answer, and a 0.5B model tuned on sentences
+that restate the question answered held-out questions at length: more often right, lower in F1 than
+untuned (bench/README.md, issue 3).
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from kb.schema import Chunk, Hit
 
 ORACLE, DISTRACTOR, PLAIN = "oracle", "distractor", "plain"
 MODES = (ORACLE, DISTRACTOR, PLAIN)
+REPLY_STYLES = ("short", "sentence")
 
 # What the system prompt (kb.prompt.SYSTEM) tells the model to reply when the sources lack the answer.
 # Both match kb.prompt.REFUSAL_PATTERNS, so the answer flow marks the trained reply as a refusal.
@@ -140,14 +146,16 @@ def conversation(
     max_chars: int,
     seed: int,
     banned: frozenset[str] = frozenset(),
+    reply: str = "short",
 ) -> tuple[list[Message], list[str]]:
     """The training conversation for one pair in the given mode (see the module docstring), and the ids
     of the chunks shown as sources. `banned` documents never serve as distractors (training prompts
-    must not show the validation documents' text)."""
+    must not show the validation documents' text); `reply` is one of REPLY_STYLES."""
     rng = random.Random(_key(seed, pair["id"]))
     question, answer, lang = pair["question"], pair["answer"], pair["lang"]
+    text = (pair.get("short") if reply == "short" else "") or answer  # pairs from before "short": answer
     if mode == PLAIN:
-        return [*plain_messages(question), {"role": "assistant", "content": answer}], []
+        return [*plain_messages(question), {"role": "assistant", "content": text}], []
     others = distractors.pick(gold, answer, pair["gold"], rng, banned)
     if mode == DISTRACTOR:
         rng.shuffle(others)
@@ -162,7 +170,7 @@ def conversation(
         if f"[{n}] (" in messages[-1]["content"] or not others:
             break
         others = others[:-1]
-    return [*messages, {"role": "assistant", "content": f"{answer.rstrip()} [{n}]"}], [c.id for c in chunks]
+    return [*messages, {"role": "assistant", "content": f"{text.rstrip()} [{n}]"}], [c.id for c in chunks]
 
 
 def qa_record(pair: dict[str, Any], mode: str, context: list[str]) -> dict[str, Any]:

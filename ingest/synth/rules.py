@@ -16,7 +16,7 @@ import random
 import re
 
 from ingest.synth.base import Candidate, ChunkView, QAGenerator
-from ingest.synth.facts import en_questions, zh_definition, zh_number_questions
+from ingest.synth.facts import SHORT_MAX, en_questions, zh_definition, zh_number_questions
 from ingest.synth.text import (
     body_lines,
     clean_heading,
@@ -134,7 +134,9 @@ def kv_candidates(lines: list[str], subject: str, lang: str) -> tuple[list[Candi
             if _is_sentence(value, lang):
                 continue  # "（1）人员编制：2025年全公司…为8%，…": a labelled sentence; the sentence rules ask it
             q, a = _kv_question(key, value, subject, lang)
-            out.append(Candidate(q, a, _gold(value, lang), "kv"))
+            gold = _gold(value, lang)
+            short = value if len(value) <= SHORT_MAX else gold if len(gold) <= SHORT_MAX else ""
+            out.append(Candidate(q, a, gold, "kv", end_sentence(short, lang) if short else ""))
             used.add(i)
     return out, used
 
@@ -241,6 +243,7 @@ def _table_rows(
             answer = end_sentence(f"{name}{'：' if lang == 'zh' else ': '}{sep.join(facts)}", lang)
         spans = number_spans(values[0], lang)
         gold = _gold(values[0], lang)
+        short = values[0]  # the questions below ask for the first value, but the generic one
         if lang == "en":
             what = cols[0].lower() if cols else (topic.lower() or "rule")
             q = f"What is the {what} for {name}?"
@@ -252,12 +255,16 @@ def _table_rows(
         ):
             unit = re.sub(r"^[\d,.\s]+", "", spans[0].text)
             q = f"{name}有多少{unit}？" if (spans[0].value or 0) > 10 else f"{name}有几{unit}？"
-            gold = spans[0].text
+            gold = short = spans[0].text
         elif cols and not _parallel(values):
             q = f"{name}的{cols[0]}{_column_wh(cols[0])}？"
         else:
             q = f"{name}的{topic or '规定'}是什么？"
-        out.append(Candidate(q, answer, gold, "table"))
+            short = "" if len(values) > 1 else short  # the whole row answers it
+        if lang == "en" and len(values) > 1 and not cols:
+            short = ""
+        short = end_sentence(short, lang) if short and len(short) <= SHORT_MAX else ""
+        out.append(Candidate(q, answer, gold, "table", short))
     return out
 
 

@@ -46,6 +46,16 @@ def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
+def one_gpu_per_process(args: Any) -> None:
+    """Train on one GPU per process. One process on a host with several GPUs would otherwise have the
+    Trainer wrap the model in nn.DataParallel over all of them (n_gpu micro-batches per step, which
+    breaks the fast path's one packed row per batch and is slower than one GPU for adapters).
+    `kb finetune --gpus N` is how to use N."""
+    if args.n_gpu > 1 and int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        print(f"kb finetune: training on 1 of {args.n_gpu} GPUs; --gpus N uses N", file=sys.stderr)
+        args._n_gpu = 1  # read by TrainingArguments.n_gpu, which decides DataParallel and batch sizes
+
+
 def pick_precision(cfg: FinetuneConfig) -> dict[str, Any]:
     """TrainingArguments precision flags and the load dtype. bf16 where supported; fp16 on older GPUs with
     loss scaling and a larger Adam epsilon (1e-4: 1e-8 underflows to 0 in fp16 and the update blows up);
@@ -286,6 +296,7 @@ def build_trainer(
         raise ConfigError(f"training: {e} (keys pass through to transformers.TrainingArguments)") from None
     except ValueError as e:
         raise ConfigError(f"training: {e}") from None
+    one_gpu_per_process(args)
 
     curve = CurveCallback(run_dir / "curve.jsonl") if is_main_process() else None
     kwargs: dict[str, Any] = {"fast_path": fast} if fast is not None else {}

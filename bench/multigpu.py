@@ -3,6 +3,9 @@ the same command on one GPU with the same global batch.
 
 Run (2 H200s; deepspeed and the pinned transformers/peft carried as wheels, see bench/README.md):
     python bench/multigpu.py --gpus 1,2 --stages zero2,zero3 --out bench/results/multigpu_h200x2.json
+A DeepSpeed variant against the same 1-GPU run (bench/ds_variants/):
+    python bench/multigpu.py --gpus 1,2 --stages zero3 --methods lora \
+        --ds-config bench/ds_variants/zero3_persist.yaml --out bench/results/multigpu_h200x2_zero3_persist.json
 Smoke (CPU, tiny GLM, 2 gloo processes; no timing meaning):
     .venv/bin/python bench/multigpu.py --shape tiny --gpus 1,2 --steps 4 --warmup 1 --out /tmp/mg.json
 
@@ -110,7 +113,7 @@ def run_one(args: argparse.Namespace, work: Path, stage: str, method: str, gpus:
     cmd = [
         sys.executable, "-m", "kb.cli", "finetune", "--kb", str(kb), "--model", str(work / "model"),
         "--data", str(work / "train.jsonl"), "--method", method, "--name", name, "--gpus", str(gpus),
-        "--deepspeed", stage, "--json", "--no-activate",
+        "--deepspeed", str(args.ds_config or stage), "--json", "--no-activate",
         "--set", f"finetune.training.max_steps={args.steps}",
         "--set", "finetune.training.logging_steps=1",
         "--set", "finetune.training.save_strategy='no'",  # quoted: YAML reads a bare no as false
@@ -187,8 +190,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", type=Path, default=Path("/tmp/kb-multigpu"))
     ap.add_argument("--out", type=Path, required=True, help="results JSON; runs already in it are skipped")
     ap.add_argument("--again", action="store_true", help="re-run configurations already in --out")
+    ap.add_argument(
+        "--ds-config",
+        type=Path,
+        help="a DeepSpeed YAML/JSON used in place of the stage's shipped one (one stage; its own --out)",
+    )
     args = ap.parse_args(argv)
     args.gpus = sorted(int(g) for g in args.gpus.split(","))
+    if args.ds_config and "," in args.stages:
+        ap.error("--ds-config replaces one stage's config: give one --stages")
     if args.shape == "tiny":
         args.max_len, args.budget = min(args.max_len, 512), min(args.budget, 512)
     work = args.work / args.shape
@@ -201,7 +211,9 @@ def main(argv: list[str] | None = None) -> int:
         write_data(work / "train.jsonl", args.examples, args.max_len)
 
     doc = json.loads(args.out.read_text()) if args.out.is_file() else {"runs": []}
-    settings = {k: v for k, v in vars(args).items() if k not in ("out", "work")}
+    settings = {k: v for k, v in vars(args).items() if k not in ("out", "work", "ds_config")}
+    if args.ds_config:
+        settings["ds_config"] = {"path": str(args.ds_config), "content": args.ds_config.read_text()}
     doc.update(
         shape=args.shape,
         settings=settings,

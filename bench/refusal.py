@@ -8,6 +8,8 @@ Split for a GPU machine that holds no knowledge base (bench/tune_gain_device.sh)
     .venv/bin/python bench/refusal.py prompts corpus/qa.jsonl --kb /tmp/kb --out qa.prompts.jsonl
     python bench/refusal.py generate qa.prompts.jsonl --model DIR [--adapter DIR] --label base --out-dir OUT
     .venv/bin/python bench/refusal.py score OUT/qa.prompts__base.jsonl --kb /tmp/kb
+    .venv/bin/python bench/refusal.py pairs /tmp/kb/synth --out valpairs.jsonl    (then generate, and
+        score --model-refusal: the validation pairs with the sources they were built with)
 
 A full `kb eval` takes ~20 minutes on the CPU because every answer is generated; the refusal checks
 after generation (kb/answer.py refuse_after) only need the generated text and the sources it saw.
@@ -97,6 +99,32 @@ def build_prompts(args: argparse.Namespace) -> list[dict]:
             }
         )
     return out
+
+
+def pair_prompts(args: argparse.Namespace) -> None:
+    """Prompts of `kb synth`'s validation pairs exactly as they were built for training (each pair's own
+    sources: the gold chunk among distractors, distractors only, or none), from validation.jsonl and
+    validation_qa.jsonl, which `kb synth` writes in the same order. Score with --model-refusal."""
+    synth = Path(args.synth)
+    convs = [
+        json.loads(line)["conversations"] for line in (synth / "validation.jsonl").open(encoding="utf-8")
+    ]
+    items = read_qa(synth / "validation_qa.jsonl")
+    if len(convs) != len(items):
+        raise SystemExit(f"pairs: {len(convs)} conversations but {len(items)} QA items in {synth}")
+    out = []
+    for conv, item in zip(convs, items, strict=True):
+        if item.question not in conv[-2]["content"]:
+            raise SystemExit(f"pairs: QA item {item.id} does not match its conversation")
+        out.append(
+            {
+                "id": item.id, "question": item.question, "answers": item.answers,
+                "answerable": item.answerable, "source": item.source, "variant": "pairs",
+                "messages": conv[:-1], "hits": [], "shown": 0, "reference": conv[-1]["content"],
+            }
+        )  # fmt: skip
+    Path(args.out).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in out), "utf-8")
+    print(f"pairs: {len(out)} validation pairs → {args.out}", file=sys.stderr)
 
 
 def prompts(args: argparse.Namespace) -> None:
@@ -274,6 +302,9 @@ def main() -> None:
         c.add_argument("--limit", type=int, default=0)
         c.add_argument("--variant", choices=sorted(VARIANTS), default="default")
         c.add_argument("--set", action="append", default=[])
+    v = sub.add_parser("pairs", help="prompts of kb synth's validation pairs, with their own sources")
+    v.add_argument("synth", help="the kb synth output folder (validation.jsonl, validation_qa.jsonl)")
+    v.add_argument("--out", required=True)
     g = sub.add_parser("generate")
     g.add_argument("prompts", nargs="+")
     g.add_argument("--model", required=True)
@@ -294,7 +325,8 @@ def main() -> None:
         help="refused = the model's own refusal phrase (for prompts with their own sources, e.g. synth pairs)",
     )
     args = ap.parse_args()
-    {"prompts": prompts, "collect": collect, "generate": generate, "score": score}[args.cmd](args)
+    commands = {"prompts": prompts, "pairs": pair_prompts, "collect": collect, "generate": generate}
+    {**commands, "score": score}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -5,12 +5,16 @@
 #           python bench/refusal.py prompts corpus/qa.jsonl --kb /tmp/kbr --out .devdata/qa_default.jsonl
 #           python bench/refusal.py prompts /tmp/kbr/synth/validation_qa.jsonl --kb /tmp/kbr \
 #               --out .devdata/val_default.jsonl      (+ the variants, see bench/README.md)
+#           python bench/refusal.py pairs /tmp/kbr/synth --out .devdata/valpairs.jsonl
 #           cp /tmp/kbr/synth/{train,validation}.jsonl .devdata/
-#           the joined GGUF split into 60 MiB pieces .mp/p0..p7, each carried in its own call and
-#           appended to /tmp/kbdev/qwen.gguf there (the machine stays warm between calls)
+#           the joined GGUF split into 60 MiB pieces .mp/p0..p7, each carried in its own call
+#           (carry [".mp/pI"]) and written into /tmp/kbdev/qwen.gguf there at its offset:
+#             dd if=.mp/pI of=/tmp/kbdev/qwen.gguf bs=62914560 seek=I conv=notrunc
+#           (the machine stays warm between calls)
 #   there:  bash bench/tune_gain_device.sh convert train     (carry .whl .devdata)
 #           bash bench/tune_gain_device.sh generate          (carry .whl .devdata)
 #   here:   python bench/refusal.py score OUT/<prompts>__<label>.jsonl --kb /tmp/kbr
+#           (valpairs: score --model-refusal)
 set -euo pipefail
 W=/tmp/kbdev
 SHA=1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32
@@ -32,27 +36,19 @@ convert_gguf(Path('$W/qwen.gguf'), Path('$W/qwen'))"
     ls -la $W/qwen
     ;;
   train)
-    # Each method's shipped recipe (finetune/configs/), then LoRA for one epoch.
+    # Each method's shipped recipe (finetune/configs/).
     $F --method lora --name lora-v1 | tee "$OUT/finetune_lora.json"
     $F --method ptuning-v2 --name ptuning-v2-v1 | tee "$OUT/finetune_ptuning-v2.json"
-    $F --method lora --name lora-1ep-v1 --set finetune.training.num_train_epochs=1 \
-      | tee "$OUT/finetune_lora-1ep.json"
     tar czf "$OUT/adapters_meta.tgz" -C $W/kb/models --exclude='*.safetensors' --exclude='*.bin' .
     ;;
   generate)
     mkdir -p $W/gen
-    $G --out-dir $W/gen .devdata/qa_*.jsonl .devdata/val_default.jsonl --label base
-    for a in lora-v1 ptuning-v2-v1 lora-1ep-v1; do
-      $G --out-dir $W/gen .devdata/qa_default.jsonl .devdata/val_default.jsonl --label $a --adapter $W/kb/models/$a
+    P=".devdata/qa_default.jsonl .devdata/val_default.jsonl .devdata/valpairs.jsonl"
+    $G --out-dir $W/gen $P --label base
+    for a in lora-v1 ptuning-v2-v1; do
+      $G --out-dir $W/gen $P --label $a --adapter $W/kb/models/$a
     done
     tar czf "$OUT/gen.tgz" -C $W/gen .
-    ;;
-  pairs)
-    # The held-out validation pairs as trained (their own gold + distractor sources, or none), base vs
-    # the LoRA recipe: prompts .devdata/valpairs.jsonl (validation.jsonl without the reply).
-    $F --method lora --name lora-v1 | tee "$OUT/finetune_lora.json"
-    $G --out-dir $OUT .devdata/valpairs.jsonl --label base
-    $G --out-dir $OUT .devdata/valpairs.jsonl --label lora-v1 --adapter $W/kb/models/lora-v1
     ;;
   *) echo "unknown stage $stage" >&2; exit 2 ;;
   esac

@@ -25,7 +25,9 @@ import unicodedata
 from collections.abc import Callable
 
 _MARK = re.compile(r"[\[【]\s*\d+(?:\s*[,，、]\s*\d+)*\s*[\]】]|\[编号\]")
-_PUNCT = re.compile(r"[\s\W_]+", re.UNICODE)
+# Spaces and punctuation go; "%" stays, as part of a fact: a short answer "8%" would otherwise clean to
+# the single character "8" and be taken for an empty one.
+_PUNCT = re.compile(r"[^\w%]+|_+", re.UNICODE)
 
 
 def strip_citations(text: str) -> str:

@@ -54,6 +54,14 @@ def test_short_answer_with_one_new_bigram_is_an_answer():
     assert n >= AnswerConfig().min_novel  # the default keeps it (it was refused at min_novel=2)
 
 
+def test_a_percentage_is_a_fact_not_punctuation():
+    from kb.grounding import clean_text
+
+    # A LoRA model tuned on short replies answered "8%。 [2]"; cleaned to "8" it was refused as empty.
+    assert clean_text("8%。 [2]") == "8%"
+    assert novel_support("8%。", "2025年人员编制最多能增长多少？", ["人员编制增长上限为8%"]) == (1.0, 1)
+
+
 def test_window_carries_its_source_heading_path():
     from kb.grounding import alignment, supporting_window
 

@@ -73,12 +73,13 @@ def _outline_level(element: Any) -> int | None:
     return None
 
 
-def heading_level(paragraph: Paragraph) -> int | None:
-    """1-9 for a heading paragraph, None for body text."""
+def heading_level(paragraph: Paragraph, style: Any = None) -> int | None:
+    """1-9 for a heading paragraph, None for body text. `style`: the paragraph's style when the caller
+    has already looked it up."""
     level = _outline_level(paragraph._p)
     if level:
         return level
-    style = paragraph.style
+    style = style if style is not None else paragraph.style
     seen = 0
     while style is not None and seen < 10:  # walk the based-on chain; a cycle is cut off
         match = _HEADING_STYLE.match(style.name or "")
@@ -92,12 +93,27 @@ def heading_level(paragraph: Paragraph) -> int | None:
     return None
 
 
-def _style_name(paragraph: Paragraph) -> str:
-    return (paragraph.style.name or "") if paragraph.style is not None else ""
+class _Styles:
+    """Paragraph styles by style id. python-docx looks a style up by scanning every style of the
+    document (and the default one by XPath) on each `paragraph.style`; with three lookups per paragraph
+    corpus/'s two DOCX files loaded in 0.18-0.24 s, with this cache in 0.04 s (2 runs each)."""
+
+    def __init__(self) -> None:
+        self._by_id: dict[str | None, Any] = {}
+
+    def of(self, paragraph: Paragraph) -> Any:
+        sid = paragraph._p.style
+        if sid not in self._by_id:
+            self._by_id[sid] = paragraph.style
+        return self._by_id[sid]
 
 
-def _is_list(paragraph: Paragraph) -> bool:
-    return _style_name(paragraph).lower().startswith("list") or bool(paragraph._p.xpath("./w:pPr/w:numPr"))
+def _style_name(style: Any) -> str:
+    return (style.name or "") if style is not None else ""
+
+
+def _is_list(paragraph: Paragraph, style: Any) -> bool:
+    return _style_name(style).lower().startswith("list") or bool(paragraph._p.xpath("./w:pPr/w:numPr"))
 
 
 def _table_lines(table: Table) -> list[str]:
@@ -133,6 +149,7 @@ def _body_items(element: Any, parent: Any) -> Iterator[Paragraph | Table]:
 def _blocks(document: DocxDocument) -> list[str]:
     """Body paragraphs and tables in document order, rendered as text blocks."""
     blocks: list[str] = []
+    styles = _Styles()
     body = document._body  # the block container python-docx builds paragraphs and tables against
     for item in _body_items(document.element.body, body):
         if isinstance(item, Table):
@@ -141,12 +158,13 @@ def _blocks(document: DocxDocument) -> list[str]:
                 blocks.append("\n".join(lines))
             continue
         text = " ".join(item.text.split()) if item.text else ""
-        if not text or _TOC_STYLE.match(_style_name(item)):
+        style = styles.of(item) if text else None
+        if not text or _TOC_STYLE.match(_style_name(style)):
             continue  # table-of-contents entries repeat the headings with page numbers
-        level = heading_level(item)
+        level = heading_level(item, style)
         if level:
             blocks.append(f"{'#' * min(level, 6)} {text}")
-        elif _is_list(item):
+        elif _is_list(item, style):
             blocks.append(f"- {text}")
         else:
             blocks.append(text)

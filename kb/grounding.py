@@ -79,19 +79,41 @@ def supporting_window(
     section does: "青禾云 V3.2 发布说明 > 新功能" above "单个租户可接入的设备数量上限…20万台").
     With the headings on corpus/qa.jsonl (bench/refusal.py, default prompt, alignment 0.4): refusal
     precision 0.63 -> 0.68 at the same recall 0.85, 2 fewer answerable questions refused."""
+    return window_and_source(answer, question, sources, headings)[0]
+
+
+def window_and_source(
+    answer: str, question: str, sources: list[str], headings: list[str] | None = None
+) -> tuple[str, int]:
+    """supporting_window, and the index of the source it comes from (-1 when no sentence shares a
+    bigram with the answer)."""
     novel = bigrams(answer) - bigrams(question)
-    best, window = 0, ""
+    best, window, where = 0, "", -1
     for n, src in enumerate(sources):
         sents = sentences(src)
         head = headings[n] if headings else ""
         for i, s in enumerate(sents):
             overlap = len(novel & bigrams(s))
             if overlap > best:
-                best, window = overlap, " ".join([head, *sents[max(0, i - 1) : i + 2]]).strip()
-    return window
+                best, window, where = overlap, " ".join([head, *sents[max(0, i - 1) : i + 2]]).strip(), n
+    return window, where
 
 
-def alignment(question_tokens: list[str], window: str, idf: Callable[[str], float]) -> float:
+def name_tokens(source: str) -> frozenset[str]:
+    """The words of a source's file name ("product/qh_g300_user_manual.pdf" → qh, g300, user, manual):
+    the prompt shows the path above the text, and a manual may name its subject nowhere else. Numbers
+    are left out: a date in a file name (meeting_minutes_2024-03-12) is no subject, and it matched
+    "2024年" in a question about another quarter of 2024."""
+    stem = source.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+    return frozenset(w for w in re.split(r"[\W_]+", stem.casefold()) if len(w) >= 2 and not w.isdigit())
+
+
+def alignment(
+    question_tokens: list[str],
+    window: str,
+    idf: Callable[[str], float],
+    names: frozenset[str] = frozenset(),
+) -> float:
     """IDF-weighted share of the question's subject words that occur in `window`.
 
     An answer to an unanswerable question is copied from sentences about something else: asked
@@ -105,7 +127,10 @@ def alignment(question_tokens: list[str], window: str, idf: Callable[[str], floa
     with partial credit 10 and 16. The cost stays where the employee's word is in no document at all:
     "食堂几点开门？" against "食堂营业时间为早上7点到晚上8点" scores 0.37 and is refused. Leaving such
     words out answered 4 more of the 86 but caught 5 fewer of the 20 unanswerable questions, whose
-    missing subject (租房, PoE, Android) is exactly such a word."""
+    missing subject (租房, PoE, Android) is exactly such a word.
+
+    A question word equal to a word of the window's file name (`names`, name_tokens) counts in full,
+    as a whole word only: bigram credit from long English file names answered unanswerable questions."""
     words = [t for t in dict.fromkeys(question_tokens) if not t.startswith("#") and len(t) >= 2]
     words = [t for t in words if t not in QUESTION_WORDS and not _QUESTION_PART.search(t)]
     total = sum(idf(t) for t in words)
@@ -116,7 +141,7 @@ def alignment(question_tokens: list[str], window: str, idf: Callable[[str], floa
     found = 0.0
     for t in words:
         c = clean_text(t)
-        if c and c in w:
+        if c and (c in w or c in names):
             found += idf(t)
             continue
         parts = {c[i : i + 2] for i in range(len(c) - 1)}

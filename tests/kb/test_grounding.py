@@ -78,3 +78,20 @@ def test_window_carries_its_source_heading_path():
     words = ["青禾云", "V3.2", "租户", "设备"]
     assert alignment(words, window, lambda t: 1.0) == 1.0
     assert alignment(words, bare, lambda t: 1.0) == pytest.approx(0.5)  # 租户 and 设备 only
+
+
+def test_file_name_words_count_whole_and_without_numbers():
+    from kb.grounding import alignment, name_tokens, window_and_source
+
+    names = name_tokens("product/qh_g300_user_manual.pdf")
+    assert names == {"qh", "g300", "user", "manual"}
+    assert name_tokens("general/meeting_minutes_2024-03-12.txt") == {"meeting", "minutes"}
+    # The G300 manual's spec table never repeats "G300": the file name says what it is about.
+    window = "项目 规格 工作温度 -40℃ ~ 75℃"
+    assert alignment(["g300", "工作温度"], window, lambda t: 1.0) == pytest.approx(0.5)
+    assert alignment(["g300", "工作温度"], window, lambda t: 1.0, names) == 1.0
+    # Whole words only: no bigram credit from a file name ("ma" of "manual" is not "mac").
+    assert alignment(["mac"], "nothing here", lambda t: 1.0, names) == 0.0
+    text, n = window_and_source("-40℃ ~ 75℃", "G300网关的工作温度范围是多少？", ["无关内容。", window])
+    assert n == 1 and "工作温度" in text
+    assert window_and_source("完全无关", "问题？", ["abc"]) == ("", -1)

@@ -15,7 +15,7 @@ from typing import Any
 from kb.access import Principal, departments_of, visible
 from kb.config import AnswerConfig, Config
 from kb.generate.base import Generator, Message
-from kb.grounding import alignment, clean_text, name_tokens, novel_support, window_and_source
+from kb.grounding import alignment, clean_text, name_tokens, novel_support, supporting_window
 from kb.prompt import (
     REFUSAL,
     REFUSAL_PATTERNS,
@@ -196,7 +196,7 @@ class Answerer:
 
             heads = [" ".join(h.chunk.headings) for h in hits]
             sources = [f"{head}\n{h.chunk.text}" for head, h in zip(heads, hits, strict=True)]
-            window, n = window_and_source(text, question, sources, heads)
+            window, n = supporting_window(text, question, sources, heads)
             names = name_tokens(hits[n].chunk.source) if n >= 0 else frozenset()
             score = alignment(tokenize(question, search=False), window, keyword.idf, names)
             if score < self.acfg.min_alignment:

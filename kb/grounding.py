@@ -73,20 +73,13 @@ def sentences(text: str) -> list[str]:
 
 def supporting_window(
     answer: str, question: str, sources: list[str], headings: list[str] | None = None
-) -> str:
+) -> tuple[str, int]:
     """The source sentence sharing most of the answer's new bigrams, with its neighbours (a list item
     or table row often names its subject one sentence earlier) and its source's heading path (or the
-    section does: "青禾云 V3.2 发布说明 > 新功能" above "单个租户可接入的设备数量上限…20万台").
+    section does: "青禾云 V3.2 发布说明 > 新功能" above "单个租户可接入的设备数量上限…20万台"); and the
+    index of that source (-1 when no sentence shares a bigram with the answer).
     With the headings on corpus/qa.jsonl (bench/refusal.py, default prompt, alignment 0.4): refusal
     precision 0.63 -> 0.68 at the same recall 0.85, 2 fewer answerable questions refused."""
-    return window_and_source(answer, question, sources, headings)[0]
-
-
-def window_and_source(
-    answer: str, question: str, sources: list[str], headings: list[str] | None = None
-) -> tuple[str, int]:
-    """supporting_window, and the index of the source it comes from (-1 when no sentence shares a
-    bigram with the answer)."""
     novel = bigrams(answer) - bigrams(question)
     best, window, where = 0, "", -1
     for n, src in enumerate(sources):

@@ -23,6 +23,12 @@ _MEASURE = re.compile(r"[台个人名家次件项套款辆座间份]")
 _DAY_UNITS = tuple("天 个月 月 小时 年 周 个工作日 工作日 分钟 秒 次 岁 周岁 楼 层".split())
 
 
+def bounded_short(value: str, lang: str) -> str:
+    """`value` as a short reply, ending in a sentence mark, when it has at most SHORT_MAX characters;
+    else "" (the pair keeps its sentence answer)."""
+    return end_sentence(value, lang) if value and len(value) <= SHORT_MAX else ""
+
+
 def zh_wh(span: Span) -> str | None:
     """The Chinese question word that stands in for span, or None when no natural one exists."""
     if span.kind == "date":
@@ -138,8 +144,7 @@ def zh_definition(sentence: str) -> Candidate | None:
     if spans and spans[0].start <= 6:
         return None  # "A为3天" is a number fact; the number rule asks it better
     gold = b.strip('“”"')
-    short = end_sentence(b, "zh") if len(b) <= SHORT_MAX else ""
-    return Candidate(f"{a}是什么？", end_sentence(sentence, "zh"), gold, "definition", short)
+    return Candidate(f"{a}是什么？", end_sentence(sentence, "zh"), gold, "definition", bounded_short(b, "zh"))
 
 
 # ---------- English ----------
@@ -220,6 +225,6 @@ def en_questions(sentence: str, text: str) -> list[Candidate]:
                 )
             elif not re.match(r"^(?:not |also |only |\w+ed\b|\w+ing\b|run |made |done |held |kept )", rest):
                 gold = re.split(r"[,;]| which | that ", rest, maxsplit=1)[0].strip()
-                short = end_sentence(gold[:1].upper() + gold[1:], "en") if len(gold) <= SHORT_MAX else ""
+                short = bounded_short(gold[:1].upper() + gold[1:], "en")
                 out.append(Candidate(f"What {aux} {subj}?", answer, gold, "definition", short))
     return out

@@ -47,9 +47,9 @@ def check(cand: Candidate, evidence: str) -> tuple[str | None, float]:
         return TOO_SHORT, 0.0
     if len(q) > MAX_Q or len(a) > MAX_A:
         return TOO_LONG, 0.0
-    if not re.search(r"[?？]\s*$", q) or not _norm(cand.gold) or re.match(r"[^\w“\"《（(]", q):
-        return MALFORMED, 0.0  # also a question led by markup ("-[的第一周清单是什么？") or a gold of marks
     gold = _norm(cand.gold)
+    if not re.search(r"[?？]\s*$", q) or not gold or re.match(r"[^\w“\"《（(]", q):
+        return MALFORMED, 0.0  # also a question led by markup ("-[的第一周清单是什么？") or a gold of marks
     if len(gold) >= 2 and gold in _norm(q):
         return ANSWER_IN_QUESTION, 0.0
     score = support(a, evidence)

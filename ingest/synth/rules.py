@@ -16,7 +16,7 @@ import random
 import re
 
 from ingest.synth.base import Candidate, ChunkView, QAGenerator
-from ingest.synth.facts import SHORT_MAX, en_questions, zh_definition, zh_number_questions
+from ingest.synth.facts import bounded_short, en_questions, zh_definition, zh_number_questions
 from ingest.synth.text import (
     body_lines,
     clean_heading,
@@ -135,8 +135,8 @@ def kv_candidates(lines: list[str], subject: str, lang: str) -> tuple[list[Candi
                 continue  # "（1）人员编制：2025年全公司…为8%，…": a labelled sentence; the sentence rules ask it
             q, a = _kv_question(key, value, subject, lang)
             gold = _gold(value, lang)
-            short = value if len(value) <= SHORT_MAX else gold if len(gold) <= SHORT_MAX else ""
-            out.append(Candidate(q, a, gold, "kv", end_sentence(short, lang) if short else ""))
+            short = bounded_short(value, lang) or bounded_short(gold, lang)
+            out.append(Candidate(q, a, gold, "kv", short))
             used.add(i)
     return out, used
 
@@ -263,8 +263,7 @@ def _table_rows(
             short = "" if len(values) > 1 else short  # the whole row answers it
         if lang == "en" and len(values) > 1 and not cols:
             short = ""
-        short = end_sentence(short, lang) if short and len(short) <= SHORT_MAX else ""
-        out.append(Candidate(q, answer, gold, "table", short))
+        out.append(Candidate(q, answer, gold, "table", bounded_short(short, lang)))
     return out
 
 

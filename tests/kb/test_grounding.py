@@ -22,7 +22,7 @@ def test_alignment_ignores_question_words_and_weights_by_idf():
         alignment(tokenize("公司是哪一天成立的？", search=False), "- 成立时间：2014年6月18日", lambda t: 1.0)
         == 1.0
     )
-    window = supporting_window(
+    window, _ = supporting_window(
         "保额为100万元人民币。",
         "商业医疗保险保额是多少？",
         ["员工出差期间，公司为其购买意外保险，保额为100万元人民币。"],
@@ -72,8 +72,8 @@ def test_window_carries_its_source_heading_path():
         "QH-G300 单台网关最多可接入 128 台下位设备。",
     ]
     heads = ["青禾云 V3.2 发布说明 > 新功能", "QH-G300 用户手册 > 规格"]
-    bare = supporting_window("20万台", question, sources)
-    window = supporting_window("20万台", question, sources, heads)
+    bare, _ = supporting_window("20万台", question, sources)
+    window, _ = supporting_window("20万台", question, sources, heads)
     assert window.startswith("青禾云 V3.2 发布说明") and "20万台" in window and "128" not in window
     words = ["青禾云", "V3.2", "租户", "设备"]
     assert alignment(words, window, lambda t: 1.0) == 1.0
@@ -81,7 +81,7 @@ def test_window_carries_its_source_heading_path():
 
 
 def test_file_name_words_count_whole_and_without_numbers():
-    from kb.grounding import alignment, name_tokens, window_and_source
+    from kb.grounding import alignment, name_tokens, supporting_window
 
     names = name_tokens("product/qh_g300_user_manual.pdf")
     assert names == {"qh", "g300", "user", "manual"}
@@ -92,6 +92,6 @@ def test_file_name_words_count_whole_and_without_numbers():
     assert alignment(["g300", "工作温度"], window, lambda t: 1.0, names) == 1.0
     # Whole words only: no bigram credit from a file name ("ma" of "manual" is not "mac").
     assert alignment(["mac"], "nothing here", lambda t: 1.0, names) == 0.0
-    text, n = window_and_source("-40℃ ~ 75℃", "G300网关的工作温度范围是多少？", ["无关内容。", window])
+    text, n = supporting_window("-40℃ ~ 75℃", "G300网关的工作温度范围是多少？", ["无关内容。", window])
     assert n == 1 and "工作温度" in text
-    assert window_and_source("完全无关", "问题？", ["abc"]) == ("", -1)
+    assert supporting_window("完全无关", "问题？", ["abc"]) == ("", -1)

@@ -6,14 +6,16 @@ same embedder, in one process run.
 
 LangChain side, as the tutorials write it: langchain_community loaders (PyPDFLoader, Docx2txtLoader,
 BSHTMLLoader, TextLoader) → RecursiveCharacterTextSplitter(chunk.size, chunk.overlap) →
-FAISS.from_documents with an `Embeddings` wrapper around the same e5-small (float32) that embeds
-the embedder's batch size (`embedder.batch_size`, e5-small: 8) of texts at a time in document order. A second variant, `langchain_sorted`, hands
-all texts to the embedder at once so they are length-sorted like kb's (sentence-transformers' encode,
-behind HuggingFaceEmbeddings, also sorts by length): the ratio against it shows what is left without
-the batching gain.
+FAISS.from_documents with an `Embeddings` wrapper around the same e5-small (float32, one forward at a
+time on torch's threads: no kb worker threads) that embeds the embedder's batch size
+(`embedder.batch_size`, e5-small: 8) of texts at a time in document order. A second variant,
+`langchain_sorted`, hands all texts to the embedder at once so they are length-sorted like kb's
+(sentence-transformers' encode, behind HuggingFaceEmbeddings, also sorts by length): the ratio against
+it shows what is left without the batching gain.
 kb side: ingest.pipeline.ingest, i.e. `kb ingest` (loaders, cleaning, chunking, e5 with the config's
 embedder settings, jieba tokens, SQLite, FAISS, BM25, atomic switch), then the same call again on the
-unchanged corpus (re-ingest), then after one file changed.
+unchanged corpus (re-ingest), then after one file changed; also at the other embedder precision
+(kb_float32 beside the int8 default) and any `--side NAME:KEY=VALUE[,KEY=VALUE]`.
 Both sides get an already-loaded embedder (model load excluded from both). Each side's wall time and
 process CPU time are printed: on a machine shared with other jobs the load changes from minute to
 minute and moves wall-time ratios; CPU time (torch threads sleep when idle: OMP_WAIT_POLICY=PASSIVE)
@@ -126,19 +128,30 @@ def kb_ingest(root: Path, embedder, cfg) -> dict:
     }
 
 
+def other_precision(quantize: str) -> tuple[str, list[str]]:
+    if quantize == "int8":
+        return "kb_float32", ["embedder.quantize=none"]
+    return "kb_int8", ["embedder.quantize=int8"]
+
+
 def one_run(root: Path, args, tmp: Path, run: int) -> dict:
     from ingest.pipeline import scan
     from kb.config import load_config
     from kb.embed import get_embedder
 
-    base = load_config(overrides=[f"kb_dir={tmp}/unused", "embedder.quantize=none", *args.set])
-    lc_embedder = get_embedder(base.embedder)  # the plain float32 e5-small
-    # kb as configured (defaults + --set), and kb with the int8 embedder option when that is not it
+    # the plain float32 e5-small: one forward at a time on torch's threads, no kb worker threads
+    plain = ["embedder.quantize=none", "embedder.workers=1"]
+    base = load_config(overrides=[f"kb_dir={tmp}/unused", *args.set, *plain])
+    lc_embedder = get_embedder(base.embedder)
+    # kb as configured (defaults + --set); kb at the other embedder precision (float32 when the config
+    # says int8, the default, and the reverse) unless --one-kb-side; then any --side NAME:KEY=V,KEY=V
     variants = {"kb": load_config(overrides=[f"kb_dir={tmp}/kb{run}", *args.set])}
-    if variants["kb"].embedder.quantize != "int8" and not args.no_int8:
-        variants["kb_int8"] = load_config(
-            overrides=[f"kb_dir={tmp}/kbi{run}", *args.set, "embedder.quantize=int8"]
-        )
+    extra = {} if args.one_kb_side else dict([other_precision(variants["kb"].embedder.quantize)])
+    for spec in args.side:
+        name, _, sets = spec.partition(":")
+        extra[name] = sets.split(",") if sets else []
+    for name, sets in extra.items():
+        variants[name] = load_config(overrides=[f"kb_dir={tmp}/{name}{run}", *args.set, *sets])
     embedders = {side: get_embedder(cfg.embedder) for side, cfg in variants.items()}
     for e in (lc_embedder, *embedders.values()):
         e.embed_batch(["warm-up"])
@@ -198,7 +211,15 @@ def main() -> None:
     ap.add_argument("--copies", type=int, default=0, help="ingest a synthetic copy: corpus/ N times, varied")
     ap.add_argument("--runs", type=int, default=1)
     ap.add_argument(
-        "--no-int8", action="store_true", help="skip the extra kb side with embedder.quantize=int8"
+        "--one-kb-side",
+        action="store_true",
+        help="skip the extra kb side at the other embedder precision (int8 <-> float32)",
+    )
+    ap.add_argument(
+        "--side",
+        action="append",
+        default=[],
+        help="another kb side, NAME:KEY=VALUE[,KEY=VALUE], e.g. kb_1worker:embedder.workers=1",
     )
     ap.add_argument("--set", action="append", default=[])
     ap.add_argument("--out", type=Path, help="also write the JSON lines to this file")

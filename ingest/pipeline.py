@@ -151,7 +151,8 @@ def ingest(
     report.skipped.extend(skipped)
     kb_dir = Path(cfg.kb_dir)
     old = read_manifest(kb_dir)
-    chosen = {"name": cfg.embedder.name, "model": cfg.embedder.model}
+    # What decides the vectors; kb.service.query_embedder_config reads it back to search at the same precision.
+    chosen = {"name": cfg.embedder.name, "model": cfg.embedder.model, "quantize": cfg.embedder.quantize}
     instance: Embedder | None = embedder if isinstance(embedder, Embedder) else None
     if instance is None and old and old.get("embedder_config") == chosen:
         # Same configured embedder as last time: its name and dim are in the manifest, no need to load it.
@@ -161,9 +162,10 @@ def ingest(
         settings = {"embedder": {"name": instance.name, "dim": instance.dim}, "chunk": vars(cfg.chunk).copy()}
     fresh = bool(old) and any(old.get(k) != v for k, v in settings.items())
     if fresh and progress:
-        print(
-            "embedder or chunk settings changed since the last ingest: rebuilding everything", file=sys.stderr
+        changed = ", ".join(
+            f"{k} {old.get(k)} -> {v}" for k, v in settings.items() if old and old.get(k) != v
         )
+        print(f"changed since the last ingest: {changed}; re-embedding every file", file=sys.stderr)
 
     with Writer(kb_dir, fresh=fresh, store=cfg.store) as writer:
         pending: list[tuple[FileRecord, list[Chunk], bool]] = []

@@ -65,12 +65,16 @@ class EmbedderConfig:
     batch_size: int = 0  # texts per forward pass; 0 = the embedder's own default (e5-small 8, kb/embed/e5.py;
     # sentence-transformers 32)
     max_length: int = 512  # tokens; longer texts are truncated by the embedder
-    threads: int = 0  # torch intra-op threads; 0 = torch's default
-    # e5-small: none | int8. int8 = dynamic int8 matmuls (FFN-output rows with outliers stay float32,
-    # kb/embed/e5.py), ~1.4x faster ingest (bench/ingest.py, 5 runs: 7.2-7.7 s against 8.9-12.5 s on corpus/)
-    # at a small retrieval cost: CMRC2018 hit@1 0.9733 -> 0.9717, hit@5 0.9957 -> 0.9947; corpus/qa.jsonl
-    # hit@5 0.9767 both, hit@1 0.8488 -> 0.8256 (bench/README.md). Off by default: answers before speed.
-    quantize: str = "none"
+    threads: int = 0  # torch intra-op threads; 0 = torch's default. With workers > 1 each worker uses 1
+    # e5-small: batches embedded at once by worker threads, each running torch on one core; 0 = one per
+    # usable core (at most 8), 1 = one batch at a time on `threads` threads. Same vectors either way.
+    workers: int = 0
+    # e5-small: int8 | none. int8 = dynamic int8 matmuls (FFN-output rows with outliers stay float32,
+    # kb/embed/e5.py), ~1.4x faster ingest than float32 at a small retrieval cost: CMRC2018 hit@1 0.9733 ->
+    # 0.9717, hit@5 0.9957 -> 0.9947; corpus/qa.jsonl hit@5 0.9767 both, hit@1 0.8488 -> 0.8256
+    # (bench/README.md). Searching follows the precision the index was built with (kb/service.py), so a
+    # float32 knowledge base keeps answering until `kb ingest` rebuilds it at this precision.
+    quantize: str = "int8"
 
 
 @dataclass

@@ -3,27 +3,46 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 from kb.answer import Answerer
-from kb.config import Config
-from kb.embed import get_embedder
+from kb.config import Config, EmbedderConfig
+from kb.embed import Embedder, get_embedder
+from kb.errors import StoreError
 from kb.generate import Generator, get_generator
 from kb.registry import AdapterInfo, Registry
 from kb.retrieve import Retriever
 from kb.store import Store
 
 
+def query_embedder_config(cfg: EmbedderConfig, manifest: dict[str, Any]) -> EmbedderConfig:
+    """The embedder config that searches this index: `cfg`, at the precision the index was built with
+    when the same model built it (a float32 index keeps answering after the default became int8, until
+    `kb ingest` rebuilds it). Manifests from before `embedder_config.quantize` was recorded name int8
+    indexes with a "+int8" suffix."""
+    built = manifest.get("embedder_config") or {}
+    if (built.get("name"), built.get("model", "")) != (cfg.name, cfg.model):
+        return cfg
+    quantize = built.get("quantize")
+    if quantize is None:
+        quantize = "int8" if "+int8" in str((manifest.get("embedder") or {}).get("name", "")) else "none"
+    return dataclasses.replace(cfg, quantize=quantize)
+
+
+def check_embedder(kb_dir: str, manifest: dict[str, Any], embedder: Embedder) -> None:
+    """Query vectors must come from the embedder that made the index's vectors."""
+    built_with = (manifest.get("embedder") or {}).get("name")
+    if built_with not in (None, embedder.name):
+        raise StoreError(
+            f"{kb_dir} was built with embedder {built_with!r} but the config selects {embedder.name!r}: "
+            "re-run `kb ingest` or change embedder.name"
+        )
+
+
 def open_retriever(cfg: Config) -> Retriever:
     store = Store.open(cfg.kb_dir)
-    manifest_embedder = store.manifest.get("embedder", {})
-    embedder = get_embedder(cfg.embedder)
-    if manifest_embedder.get("name") not in (None, embedder.name):
-        from kb.errors import StoreError
-
-        raise StoreError(
-            f"{cfg.kb_dir} was built with embedder {manifest_embedder.get('name')!r} but the config "
-            f"selects {embedder.name!r}: re-run `kb ingest` or change embedder.name"
-        )
+    embedder = get_embedder(query_embedder_config(cfg.embedder, store.manifest))
+    check_embedder(cfg.kb_dir, store.manifest, embedder)
     return Retriever(store, embedder, cfg.retrieval)
 
 

@@ -20,14 +20,13 @@ from typing import Any
 import streamlit as st
 
 from kb.answer import Answerer
-from kb.config import Config, load_config
+from kb.config import Config, EmbedderConfig, load_config
 from kb.embed import get_embedder
 from kb.embed.base import Embedder
-from kb.errors import StoreError
 from kb.generate import Generator
 from kb.registry import AdapterInfo
 from kb.retrieve import Retriever
-from kb.service import active_adapter, open_generator
+from kb.service import active_adapter, check_embedder, open_generator, query_embedder_config
 from kb.store import Store
 
 
@@ -77,15 +76,10 @@ def _store(kb_dir: str) -> Store:
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)
-def _retriever(key: str, _cfg: Config) -> Retriever:
+def _retriever(key: str, _cfg: Config, _embedder_cfg: EmbedderConfig) -> Retriever:
     store = _store(_cfg.kb_dir)
-    embedder = embedder_for(_cfg)
-    built_with = store.manifest.get("embedder", {}).get("name")
-    if built_with not in (None, embedder.name):
-        raise StoreError(
-            f"{_cfg.kb_dir} was built with embedder {built_with!r} but the config selects "
-            f"{embedder.name!r}: re-ingest from the admin page or change embedder.name"
-        )
+    embedder = _embedder(_key(_embedder_cfg), dataclasses.replace(_cfg, embedder=_embedder_cfg))
+    check_embedder(_cfg.kb_dir, store.manifest, embedder)
     return Retriever(store, embedder, _cfg.retrieval)
 
 
@@ -105,7 +99,10 @@ def embedder_for(cfg: Config) -> Embedder:
 
 
 def retriever_for(cfg: Config) -> Retriever:
-    return _retriever(f"{cfg.kb_dir}|{_key(cfg.embedder)}|{_key(cfg.retrieval)}", cfg)
+    # The query embedder follows the live index's precision (kb.service.query_embedder_config): a
+    # re-ingest from the admin page that changes it gives the next question a new retriever.
+    ecfg = query_embedder_config(cfg.embedder, _store(cfg.kb_dir).manifest)
+    return _retriever(f"{cfg.kb_dir}|{_key(ecfg)}|{_key(cfg.retrieval)}", cfg, ecfg)
 
 
 def generator_for(cfg: Config) -> tuple[Generator, AdapterInfo | None]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -197,3 +198,44 @@ def test_int8_stays_close_to_float32_and_names_itself(embedder: E5SmallEmbedder,
     assert all_rows.mean() < cos.mean() - 0.003, (all_rows.mean(), cos.mean())
     with pytest.raises(ConfigError, match="embedder.quantize"):
         E5SmallEmbedder(EmbedderConfig(name="e5-small", quantize="int4"))
+
+
+@pytest.mark.parametrize("quantize", ["none", "int8"])
+def test_workers_embed_the_same_batches_to_the_same_vectors(cache: Path, quantize: str):
+    texts = MIXED * 3  # 24 texts, 6 batches of 4: work for both workers
+    one = E5SmallEmbedder(EmbedderConfig(name="e5-small", batch_size=4, quantize=quantize, workers=1))
+    two = E5SmallEmbedder(EmbedderConfig(name="e5-small", batch_size=4, quantize=quantize, workers=2))
+    torch.set_num_threads(2)
+    # int8's activation scale is per batch: equal vectors mean the workers ran the very same batches
+    np.testing.assert_allclose(two.embed_batch(texts), one.embed_batch(texts), atol=1e-6)
+    assert torch.get_num_threads() == 2  # the workers' single-threaded torch did not leak to the caller
+    # two batches are in the encoder at once (a barrier that only opens for two), each on one thread
+    barrier, seen, real = threading.Barrier(2, timeout=60), [], two.encoder
+
+    def together(input_ids, mask):
+        barrier.wait()
+        seen.append(torch.get_num_threads())
+        return real(input_ids, mask)
+
+    two.encoder = together
+    np.testing.assert_allclose(two.embed_batch(texts), one.embed_batch(texts), atol=1e-6)
+    assert seen == [1] * 6
+    # a worker's failure reaches the caller instead of leaving a row of zeros
+    boom = RuntimeError("encoder failed")
+
+    def fail(*_):
+        raise boom
+
+    two.encoder = fail
+    with pytest.raises(RuntimeError, match="encoder failed"):
+        two.embed_batch(texts)
+    assert torch.get_num_threads() == 2
+
+
+def test_workers_default_to_usable_cores_and_reject_negatives(cache: Path):
+    import os
+
+    auto = E5SmallEmbedder(EmbedderConfig(name="e5-small", quantize="none"))
+    assert auto.workers == min(len(os.sched_getaffinity(0)), e5.MAX_WORKERS)
+    with pytest.raises(ConfigError, match="embedder.workers must be >= 0.*-1"):
+        E5SmallEmbedder(EmbedderConfig(name="e5-small", workers=-1))

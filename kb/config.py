@@ -67,7 +67,9 @@ class EmbedderConfig:
     max_length: int = 512  # tokens; longer texts are truncated by the embedder
     threads: int = 0  # torch intra-op threads; 0 = torch's default. With workers > 1 each worker uses 1
     # e5-small: batches embedded at once by worker threads, each running torch on one core; 0 = one per
-    # usable core (at most 8), 1 = one batch at a time on `threads` threads. Same vectors either way.
+    # usable core (at most 16), 1 = one batch at a time on `threads` threads. The batches are the same
+    # either way; float32 vectors equal to 1e-7, int8 ones as far as fbgemm's kernels round apart at
+    # different thread counts (none on the 2-core machine; min cosine 0.9978 on a 16-core host).
     workers: int = 0
     # e5-small: int8 | none. int8 = dynamic int8 matmuls (FFN-output rows with outliers stay float32,
     # kb/embed/e5.py), ~1.4x faster ingest than float32 at a small retrieval cost: CMRC2018 hit@1 0.9733 ->
@@ -75,6 +77,9 @@ class EmbedderConfig:
     # (bench/README.md). Searching follows the precision the index was built with (kb/service.py), so a
     # float32 knowledge base keeps answering until `kb ingest` rebuilds it at this precision.
     quantize: str = "int8"
+    # e5-small: cpu | cuda | cuda:N. A GPU needs quantize=none (float32: the same vectors as on CPU to
+    # ~1e-6, so the same index name); bench/README.md has one H200 against the CPU workers.
+    device: str = "cpu"
 
 
 @dataclass

@@ -34,8 +34,9 @@ DEFAULT_BATCH = 8
 # On corpus/ (173 chunks, cosine to the float32 vectors, mean / min): 4 -> 0.9967 / 0.9948, 8 -> 0.9965 /
 # 0.9941, 16 -> 0.9959 / 0.9931, every row int8 -> 0.9871 / 0.9784; 8 keeps ~99% of rows in int8.
 OUTLIER = 8.0
-# Auto (embedder.workers=0) takes one worker per core up to this many; measured on 2 cores only.
-MAX_WORKERS = 8
+# Auto (embedder.workers=0) takes one worker per core up to this many: on a 16-core host 16 workers
+# embedded 1.6x as fast as 8 (bench/results/embed_scale_h200_2026-11-29.jsonl); more was not measured.
+MAX_WORKERS = 16
 
 
 class BertEncoder:
@@ -79,6 +80,12 @@ class BertEncoder:
                     t[p + "output.LayerNorm.bias"],
                 )
             )
+
+    def to(self, device: str) -> None:
+        """Move every weight to `device` (float32 stays float32)."""
+        self.word, self.pos, self.type0 = (t.to(device) for t in (self.word, self.pos, self.type0))
+        self.eln = tuple(t.to(device) for t in self.eln)
+        self.layers = [tuple(t.to(device) for t in layer) for layer in self.layers]
 
     def __call__(self, input_ids, mask):  # (B, L) long, (B, L) bool -> (B, L, H) float32
         import torch.nn.functional as F
@@ -169,6 +176,24 @@ def usable_cores() -> int:
     return max(1, min(n, MAX_WORKERS))
 
 
+def check_device(cfg: EmbedderConfig) -> str:
+    """embedder.device as torch names it; int8 (fbgemm kernels) runs on CPU only."""
+    import torch
+
+    device = cfg.device.strip().lower()
+    if device != "cpu" and not device.startswith("cuda"):
+        raise ConfigError(f"embedder.device must be cpu, cuda or cuda:N, got {cfg.device!r}")
+    if device.startswith("cuda"):
+        if cfg.quantize != "none":
+            raise ConfigError(
+                f"embedder.quantize={cfg.quantize} runs on CPU only: with embedder.device={cfg.device} "
+                "set embedder.quantize=none"
+            )
+        if not torch.cuda.is_available():
+            raise ConfigError(f"embedder.device={cfg.device}, but torch sees no CUDA device here")
+    return device
+
+
 def load_model_dir(model_dir: Path):  # -> (tokenizers.Tokenizer, BertEncoder, str.translate table)
     """Tokenizer, encoder and normalisation table from a converted folder (safetensors only)."""
     from safetensors.torch import load_file
@@ -210,13 +235,17 @@ class E5SmallEmbedder(Embedder):
         self.tokenizer, self.encoder, config, self._table = load_model_dir(self.model_dir)
         if cfg.quantize not in ("none", "int8"):
             raise ConfigError(f"embedder.quantize must be none or int8, got {cfg.quantize!r}")
+        self.device = check_device(cfg)
         if cfg.quantize == "int8":
             self.encoder.quantize_int8()
+        elif self.device != "cpu":
+            self.encoder.to(self.device)
         self.max_length = min(cfg.max_length, self.encoder.max_positions)
         self.batch_size = cfg.batch_size or DEFAULT_BATCH
         if cfg.workers < 0:
             raise ConfigError(f"embedder.workers must be >= 0 (0 = one per core), got {cfg.workers}")
-        self.workers = cfg.workers or usable_cores()
+        # a GPU runs one batch at a time anyway: worker threads are for CPU cores
+        self.workers = 1 if self.device != "cpu" else cfg.workers or usable_cores()
         # truncation keeps room for <s> and </s>: the template adds them after truncating
         self.tokenizer.enable_truncation(max_length=self.max_length)
         self.tokenizer.no_padding()
@@ -237,12 +266,15 @@ class E5SmallEmbedder(Embedder):
         return [e.ids for e in encs]
 
     def embed_batch(self, texts: list[str], *, query: bool = False) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return self.embed_ids(self.encode_ids(list(texts), query=query))
+
+    def embed_ids(self, ids: list[list[int]]) -> np.ndarray:
+        """(len(ids), dim) unit rows for token-id lists from encode_ids."""
         import torch
 
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        if not texts:
-            return out
-        ids = self.encode_ids(list(texts), query=query)
+        out = np.zeros((len(ids), self.dim), dtype=np.float32)
         # Length-sorted batches: texts of similar length share a batch, so little compute goes to
         # padding; rows are written back at their original index. Longest first, so that workers
         # taking batches from a shared queue finish together.
@@ -257,10 +289,11 @@ class E5SmallEmbedder(Embedder):
                 input_ids[row, : len(ids[i])] = torch.tensor(ids[i], dtype=torch.long)
                 mask[row, : len(ids[i])] = True
             with torch.inference_mode():
+                input_ids, mask = input_ids.to(self.device), mask.to(self.device)
                 hidden = self.encoder(input_ids, mask)  # (B, L, H)
                 m = mask.unsqueeze(-1).to(hidden.dtype)  # (B, L, 1)
                 pooled = (hidden * m).sum(dim=1) / m.sum(dim=1)  # mean over real tokens -> (B, H)
-            out[idx] = pooled.float().numpy()
+            out[idx] = pooled.float().cpu().numpy()
 
         workers = min(self.workers, len(batches))
         if workers <= 1:
@@ -268,10 +301,11 @@ class E5SmallEmbedder(Embedder):
                 run(idx)
             return normalize_rows(out)
         # One single-threaded torch per worker thread, each on whole batches (torch releases the GIL
-        # inside its ops). The batches are the same as in one thread, so the vectors are too (int8's
-        # activation scales are per batch). Small matmuls split over threads wait on each other; on the
-        # 2-core machine 2 workers x 1 thread embedded corpus/ in 6.1-6.2 s where 1 x 2 threads took
-        # 7.7-7.9 s (int8, 2 runs of each alternating; bench/ingest.py measures the whole ingest).
+        # inside its ops). The batches are the ones a single thread runs, so float32 vectors are the same
+        # to 1e-7 and int8 ones too wherever fbgemm rounds alike at 1 and N threads (the 2-core machine;
+        # on a 16-core host 1 against 16 threads: min cosine 0.9978). Small matmuls split over threads
+        # wait on each other: on 2 cores 2 workers embedded corpus/ 1.2x as fast as one forward on 2
+        # threads, on 16 cores 16 workers 2.1x (int8; bench/README.md, "Embedding at scale").
         # torch.set_num_threads also sets the count that threads created meanwhile start with; threads
         # that already ran torch ops (a query being answered) keep theirs. The caller's is restored.
         previous = torch.get_num_threads()

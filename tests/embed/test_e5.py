@@ -205,9 +205,12 @@ def test_workers_embed_the_same_batches_to_the_same_vectors(cache: Path, quantiz
     texts = MIXED * 3  # 24 texts, 6 batches of 4: work for both workers
     one = E5SmallEmbedder(EmbedderConfig(name="e5-small", batch_size=4, quantize=quantize, workers=1))
     two = E5SmallEmbedder(EmbedderConfig(name="e5-small", batch_size=4, quantize=quantize, workers=2))
+    # int8's activation scale is per batch: equal vectors mean the workers ran the very same batches.
+    # The reference runs on one thread too: fbgemm's int8 kernels may round differently at N threads.
+    torch.set_num_threads(1)
+    reference = one.embed_batch(texts)
     torch.set_num_threads(2)
-    # int8's activation scale is per batch: equal vectors mean the workers ran the very same batches
-    np.testing.assert_allclose(two.embed_batch(texts), one.embed_batch(texts), atol=1e-6)
+    np.testing.assert_allclose(two.embed_batch(texts), reference, atol=1e-6)
     assert torch.get_num_threads() == 2  # the workers' single-threaded torch did not leak to the caller
     # two batches are in the encoder at once (a barrier that only opens for two), each on one thread
     barrier, seen, real = threading.Barrier(2, timeout=60), [], two.encoder
@@ -218,7 +221,7 @@ def test_workers_embed_the_same_batches_to_the_same_vectors(cache: Path, quantiz
         return real(input_ids, mask)
 
     two.encoder = together
-    np.testing.assert_allclose(two.embed_batch(texts), one.embed_batch(texts), atol=1e-6)
+    np.testing.assert_allclose(two.embed_batch(texts), reference, atol=1e-6)
     assert seen == [1] * 6
     # a worker's failure reaches the caller instead of leaving a row of zeros
     boom = RuntimeError("encoder failed")
@@ -239,3 +242,21 @@ def test_workers_default_to_usable_cores_and_reject_negatives(cache: Path):
     assert auto.workers == min(len(os.sched_getaffinity(0)), e5.MAX_WORKERS)
     with pytest.raises(ConfigError, match="embedder.workers must be >= 0.*-1"):
         E5SmallEmbedder(EmbedderConfig(name="e5-small", workers=-1))
+
+
+def test_device_is_checked_before_anything_runs(cache: Path):
+    with pytest.raises(ConfigError, match="embedder.device must be cpu, cuda or cuda:N, got 'tpu'"):
+        E5SmallEmbedder(EmbedderConfig(name="e5-small", device="tpu"))
+    # int8's kernels are CPU kernels: asking for a GPU at int8 (the default precision) names the fix
+    with pytest.raises(ConfigError, match="quantize=int8 runs on CPU only.*set embedder.quantize=none"):
+        E5SmallEmbedder(EmbedderConfig(name="e5-small", device="cuda"))
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="torch sees no CUDA device"):
+            E5SmallEmbedder(EmbedderConfig(name="e5-small", device="cuda", quantize="none"))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_gpu_vectors_match_cpu_float32(embedder: E5SmallEmbedder):
+    gpu = E5SmallEmbedder(EmbedderConfig(name="e5-small", batch_size=4, quantize="none", device="cuda"))
+    assert gpu.name == embedder.name and gpu.workers == 1  # same vectors, so the same index
+    np.testing.assert_allclose(gpu.embed_batch(MIXED), embedder.embed_batch(MIXED), atol=1e-4)

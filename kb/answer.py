@@ -15,7 +15,14 @@ from typing import Any
 from kb.access import Principal, departments_of, visible
 from kb.config import AnswerConfig, Config
 from kb.generate.base import Generator, Message
-from kb.grounding import alignment, clean_text, name_tokens, novel_support, supporting_window
+from kb.grounding import (
+    alignment,
+    clean_text,
+    name_tokens,
+    novel_support,
+    supporting_window,
+    unsupported_figures,
+)
 from kb.prompt import (
     REFUSAL,
     REFUSAL_PATTERNS,
@@ -190,6 +197,12 @@ class Answerer:
             return True, "the answer only restates the question"
         if share < self.acfg.min_support:
             return True, f"only {share:.0%} of the answer is found in the sources"
+        if self.acfg.check_figures:
+            # what the model saw: each source's path and heading path as well as its text
+            seen = [f"{h.chunk.source}\n{' '.join(h.chunk.headings)}\n{h.chunk.text}" for h in hits]
+            made_up = unsupported_figures(text, question, seen)
+            if made_up:
+                return True, f"{', '.join(made_up)}: in no source"
         keyword = self._keyword_index()
         if self.acfg.min_alignment > 0 and keyword is not None:
             from kb.keyword import tokenize

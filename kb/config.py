@@ -72,13 +72,14 @@ class EmbedderConfig:
     # different thread counts (none on the 2-core machine; min cosine 0.9978 on a 16-core host).
     workers: int = 0
     # e5-small: int8 | none. int8 = dynamic int8 matmuls (FFN-output rows with outliers stay float32,
-    # kb/embed/e5.py), ~1.4x faster ingest than float32 at a small retrieval cost: CMRC2018 hit@1 0.9733 ->
-    # 0.9717, hit@5 0.9957 -> 0.9947; corpus/qa.jsonl hit@5 0.9767 both, hit@1 0.8488 -> 0.8256
-    # (bench/README.md). Searching follows the precision the index was built with (kb/service.py), so a
-    # float32 knowledge base keeps answering until `kb ingest` rebuilds it at this precision.
+    # kb/embed/e5.py): first ingest of corpus/ 6.1-7.1 s against 9.3-13.6 s at float32 (bench/ingest.py, 5
+    # runs), at a small retrieval cost: CMRC2018 hit@1 0.9733 -> 0.9708, hit@5 0.9957 -> 0.9944;
+    # corpus/qa.jsonl hit@1 0.8488 and hit@5 0.9767 both (bench/README.md). Searching follows the precision
+    # the index was built with (kb/service.py), so a float32 knowledge base keeps answering until
+    # `kb ingest` rebuilds it at this precision.
     quantize: str = "int8"
-    # e5-small: cpu | cuda | cuda:N. A GPU needs quantize=none (float32: the same vectors as on CPU to
-    # ~1e-6, so the same index name); bench/README.md has one H200 against the CPU workers.
+    # e5-small: cpu | cuda | cuda:N. A GPU needs quantize=none (float32: the same vectors as on CPU, to
+    # 1.3e-7 on an H200, so the same index name); bench/README.md has one H200 against the CPU workers.
     device: str = "cpu"
 
 
@@ -133,6 +134,12 @@ class AnswerConfig:
     min_novel: int = 1  # an answer adding fewer new bigrams than this only restates the question ("3天"
     # adds one bigram and is an answer)
     min_alignment: float = 0.4  # IDF share of the question's words in the sentences the answer came from
+    # Refuse an answer stating a number that no source shown (nor the question) holds (kb/grounding.py
+    # unsupported_figures). Off by default: on the 11 stored generation sets of corpus/qa.jsonl it never
+    # refused an answer containing the gold, and refused made-up figures ("约1000小时" to an unanswerable
+    # question, "60 days" where the policy says 30), but refusal precision counts a refused wrong answer to
+    # an answerable question as a false refusal: 0.8095 -> 0.7727 on the default set (bench/README.md).
+    check_figures: bool = False
     # A refused answer to a quantity question is replaced by the source sentence holding a quantity of
     # the kind asked for and at least this alignment with the question (kb/fallback.py); 0 = off
     quote_min_alignment: float = 0.75

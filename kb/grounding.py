@@ -141,3 +141,63 @@ def alignment(
         if parts:
             found += idf(t) * len(parts & w_bigrams) / len(parts)
     return found / total
+
+
+# Figures: digit runs with their decimal part ("1.5", "3.14"); "1,000" is one figure.
+_FIGURE = re.compile(r"\d+(?:\.\d+)*")
+_THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
+_CN_DIGIT = {
+    "零": 0,
+    "〇": 0,
+    "一": 1,
+    "二": 2,
+    "两": 2,
+    "三": 3,
+    "四": 4,
+    "五": 5,
+    "六": 6,
+    "七": 7,
+    "八": 8,
+    "九": 9,
+}
+_CN_UNIT = {"十": 10, "百": 100, "千": 1000, "万": 10_000}
+_CN_NUMBER = re.compile(f"[{''.join(_CN_DIGIT)}{''.join(_CN_UNIT)}]+")
+
+
+def _cn_value(word: str) -> int | None:
+    """三十 → 30, 两千五百 → 2500, 十二 → 12, 一〇八 → 108 (digit by digit); None for what is not one."""
+    if all(c in _CN_DIGIT for c in word):
+        return int("".join(str(_CN_DIGIT[c]) for c in word))
+    total, section, digit = 0, 0, None
+    for c in word:
+        if c in _CN_DIGIT:
+            digit = _CN_DIGIT[c]
+        elif c == "万":
+            total += (section + (digit or 0)) * 10_000
+            section, digit = 0, None
+        else:  # 十 百 千: "十" alone means 10
+            section += (1 if digit is None else digit) * _CN_UNIT[c]
+            digit = None
+    value = total + section + (digit or 0)
+    return value or None  # a lone 万 is not a number
+
+
+def figures(text: str) -> set[str]:
+    """The numbers a text states, as digit strings ("1,000" and "一千" both give "1000")."""
+    t = _THOUSANDS.sub("", unicodedata.normalize("NFKC", strip_citations(text)))
+    found = set(_FIGURE.findall(t))
+    for word in _CN_NUMBER.findall(t):
+        value = _cn_value(word)
+        if value is not None:
+            found.add(str(value))
+    return found
+
+
+def unsupported_figures(answer: str, question: str, sources: list[str]) -> list[str]:
+    """Figures (in digits) of the answer that are neither in the question nor in any source: a number
+    the model made up ("约1000小时" where no document gives a battery life). Chinese numerals in the
+    sources count (三十天 supports "30天"); the answer's own are not checked."""
+    t = _THOUSANDS.sub("", unicodedata.normalize("NFKC", strip_citations(answer)))
+    asked = figures(question)
+    known = set().union(*(figures(s) for s in sources)) if sources else set()
+    return sorted({f for f in _FIGURE.findall(t) if f not in asked and f not in known})

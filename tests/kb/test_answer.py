@@ -107,3 +107,15 @@ def test_quotes_the_source_sentence_when_a_quantity_answer_is_refused():
     off = load_config(data={"answer": {"quote_min_alignment": 0}})
     ans = Answerer(retr, FakeGenerator(replies=[wrong]), off).answer(question)
     assert ans.refused and "about something else" in ans.why
+
+
+def test_check_figures_refuses_a_number_no_source_holds():
+    on = load_config(data={"answer": {"check_figures": True}})
+    made_up = FakeGenerator(replies=["员工入职满一年后享有15天带薪年假。 [1]"])
+    ans = Answerer(_Retr(_hits()), made_up, on).answer("年假有几天？")
+    assert ans.refused and ans.why == "15: in no source"
+    right = FakeGenerator(replies=["员工入职满一年后享有10天带薪年假。 [1]"])
+    assert not Answerer(_Retr(_hits()), right, on).answer("年假有几天？").refused
+    # off (the default): the bigram support check alone lets the made-up figure through
+    made_up = FakeGenerator(replies=["员工入职满一年后享有15天带薪年假。 [1]"])
+    assert not Answerer(_Retr(_hits()), made_up, load_config(data={})).answer("年假有几天？").refused

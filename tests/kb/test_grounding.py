@@ -95,3 +95,22 @@ def test_file_name_words_count_whole_and_without_numbers():
     text, n = supporting_window("-40℃ ~ 75℃", "G300网关的工作温度范围是多少？", ["无关内容。", window])
     assert n == 1 and "工作温度" in text
     assert supporting_window("完全无关", "问题？", ["abc"]) == ("", -1)
+
+
+def test_figures_read_digits_thousands_and_chinese_numerals():
+    from kb.grounding import figures
+
+    assert figures("年假三十天，两千五百元，十二个月，一〇八号 [3]") == {"30", "2500", "12", "108"}
+    assert figures("出货1,000台，融资1.5亿，ＱＨ－Ｓ２０") == {"1000", "1.5", "20"}  # full-width digits too
+    assert figures("一万二千人") == {"12000"} and figures("万无一失") == {"1"}  # a lone 万 is no number
+
+
+def test_unsupported_figures_names_made_up_numbers_only():
+    from kb.grounding import unsupported_figures
+
+    sources = ["QH-S20 无线温湿度传感器：采用LoRa无线通信。", "报销须在出差结束后三十天内提交。"]
+    made_up = "QH-S20无线温湿度传感器的电池能用约1000小时。 [1]"
+    assert unsupported_figures(made_up, "QH-S20的电池能用多久？", sources) == ["1000"]
+    assert unsupported_figures("须在30天内提交 [2]", "报销期限是多久？", sources) == []  # 三十 = 30
+    # a figure the question gave is the employee's, not the model's; citation marks are not figures
+    assert unsupported_figures("2024年的报销须在30天内提交 [2]", "2024年报销期限？", sources) == []

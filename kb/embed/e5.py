@@ -306,12 +306,15 @@ class E5SmallEmbedder(Embedder):
         # on a 16-core host 1 against 16 threads: min cosine 0.9978). Small matmuls split over threads
         # wait on each other: on 2 cores 2 workers embedded corpus/ 1.2x as fast as one forward on 2
         # threads, on 16 cores 16 workers 2.1x (int8; bench/README.md, "Embedding at scale").
-        # torch.set_num_threads also sets the count that threads created meanwhile start with; threads
-        # that already ran torch ops (a query being answered) keep theirs. The caller's is restored.
+        # Each worker sets its own count (torch's is per thread once set). torch.set_num_threads also
+        # sets the count that threads created meanwhile start with: a thread started during an ingest
+        # (a UI answer) runs torch on one thread; threads that already ran torch ops keep theirs. The
+        # caller's count is restored at the end.
         previous = torch.get_num_threads()
-        torch.set_num_threads(1)
         try:
-            with ThreadPoolExecutor(workers, thread_name_prefix="kb-embed") as pool:
+            with ThreadPoolExecutor(
+                workers, thread_name_prefix="kb-embed", initializer=torch.set_num_threads, initargs=(1,)
+            ) as pool:
                 list(pool.map(run, batches))  # list(): re-raises a worker's exception here
         finally:
             torch.set_num_threads(previous)

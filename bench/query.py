@@ -228,11 +228,13 @@ def run_size(n: int, args, cfg, synth: Synth, vocab: list[str], embedder, tmp: P
     qvecs = synth.embed(lat + 0.15 * rng.normal(size=lat.shape).astype(np.float32), seed=99)
     truth = faiss_index.exact_neighbours(vecs, qvecs, 10) + 1  # positions → rows (1-based)
 
+    index = store._snap.index  # the live generation's FAISS index, as Store.search_vectors reads it
+
     def timed_vector(params, k: int) -> tuple[list[float], np.ndarray]:
         ms, found = [], []
         for q in qvecs:
             t = time.perf_counter()
-            _, ids = store._index.search(q.reshape(1, -1), k, params=params)
+            _, ids = index.search(q.reshape(1, -1), k, params=params)
             ms.append(1000 * (time.perf_counter() - t))
             found.append(ids[0][:10])
         return ms, np.vstack(found)
@@ -250,7 +252,7 @@ def run_size(n: int, args, cfg, synth: Synth, vocab: list[str], embedder, tmp: P
                 "recall@10": round(faiss_index.recall_at_k(found, truth), 4),
             }
         )
-    ms_vec, found = timed_vector(store._search_params, cfg.retrieval.dense_k)
+    ms_vec, found = timed_vector(faiss_index.search_params(store.manifest["index"]), cfg.retrieval.dense_k)
     recall = faiss_index.recall_at_k(found, truth)
 
     flat_ms = []

@@ -41,7 +41,7 @@ TEXT_SUFFIXES = {".md", ".markdown", ".txt"}
 def synthetic_copy(src: Path, dst: Path, copies: int, seed: int = 0) -> None:
     """corpus/ `copies` times; in copy i every text file's sentences are shuffled within paragraphs
     and numbers changed, so chunks differ from the original (no duplicate chunk across copies).
-    PDF/DOCX/HTML are copied as they are in copy 0 only."""
+    PDF/DOCX/HTML and text files that are not UTF-8 are copied as they are in copy 0 only."""
     rng = random.Random(seed)
     for i in range(copies):
         for p in sorted(src.rglob("*")):
@@ -49,13 +49,17 @@ def synthetic_copy(src: Path, dst: Path, copies: int, seed: int = 0) -> None:
                 continue
             rel = p.relative_to(src)
             out = dst / f"copy{i}" / rel
-            if p.suffix.lower() not in TEXT_SUFFIXES:
+            try:
+                original = p.read_text(encoding="utf-8") if p.suffix.lower() in TEXT_SUFFIXES else None
+            except UnicodeDecodeError:  # corpus/ holds a GBK file on purpose (encoding detection)
+                original = None
+            if original is None:
                 if i == 0:
                     out.parent.mkdir(parents=True, exist_ok=True)
                     shutil.copy2(p, out)
                 continue
             paras = []
-            for para in p.read_text(encoding="utf-8").split("\n\n"):
+            for para in original.split("\n\n"):
                 sents = [s for s in para.replace("。", "。\n").split("\n") if s.strip()]
                 if i and len(sents) > 1 and not para.lstrip().startswith("#"):
                     rng.shuffle(sents)

@@ -35,7 +35,7 @@ def check_embedder(kb_dir: str, manifest: dict[str, Any], embedder: Embedder) ->
     if built_with not in (None, embedder.name):
         raise StoreError(
             f"{kb_dir} was built with embedder {built_with!r} but the config selects {embedder.name!r}: "
-            "re-run `kb ingest` or change embedder.name"
+            "re-ingest (`kb ingest`, or the admin page) or change embedder.name"
         )
 
 

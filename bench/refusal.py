@@ -325,8 +325,14 @@ def main() -> None:
         help="refused = the model's own refusal phrase (for prompts with their own sources, e.g. synth pairs)",
     )
     args = ap.parse_args()
-    commands = {"prompts": prompts, "pairs": pair_prompts, "collect": collect, "generate": generate}
-    {**commands, "score": score}[args.cmd](args)
+    commands = {
+        "prompts": prompts,
+        "pairs": pair_prompts,
+        "collect": collect,
+        "generate": generate,
+        "score": score,
+    }
+    commands[args.cmd](args)
 
 
 if __name__ == "__main__":

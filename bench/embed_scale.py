@@ -68,15 +68,20 @@ def pack(corpus: Path, out: Path) -> None:
     )
 
 
-def embedder_from_pack(meta: dict, quantize: str, workers: int, device: str, batch_size: int):
-    """An E5SmallEmbedder around the packed weights; __init__ is skipped because it reads the bundled
-    model, everything embed_ids uses is set here as __init__ would."""
+def load_pack() -> dict:
+    """The packed weights as float32 tensors, read once per run: BertEncoder only reads them (int8
+    packs copies, .to("cuda") makes copies), so every side can share them."""
     import torch
     from safetensors.torch import load_file
 
+    return {k: v.to(torch.float32) for k, v in load_file(str(PACK)).items()}
+
+
+def embedder_from_pack(tensors: dict, meta: dict, quantize: str, workers: int, device: str, batch_size: int):
+    """An E5SmallEmbedder around the packed weights; __init__ is skipped because it reads the bundled
+    model, everything embed_ids uses is set here as __init__ would."""
     from kb.embed.e5 import DEFAULT_BATCH, BertEncoder, E5SmallEmbedder
 
-    tensors = {k: v.to(torch.float32) for k, v in load_file(str(PACK)).items()}
     emb = E5SmallEmbedder.__new__(E5SmallEmbedder)
     emb.encoder = BertEncoder(tensors, meta["config"])
     if quantize == "int8":
@@ -112,6 +117,7 @@ def run(args) -> None:
     import torch
 
     meta = json.loads(PACK.with_suffix(".json").read_text("utf-8"))
+    tensors = load_pack()
     ids = meta["ids"] * args.copies
     cores = len(os.sched_getaffinity(0))
     lines = []
@@ -137,13 +143,15 @@ def run(args) -> None:
     base = {}  # quantize -> the workers=1 vectors: worker threads must not change them
     counts = sorted({1, 2, 4, 8, cores} & set(range(1, cores + 1)))
     for quantize in ("int8", "none"):
-        emb = embedder_from_pack(meta, quantize, 1, "cpu", args.batch)
+        emb = embedder_from_pack(tensors, meta, quantize, 1, "cpu", args.batch)
         secs, base[quantize] = timed(emb, ids, args.repeats)
         emit({"device": "cpu", "quantize": quantize, "workers": 1, "torch_threads": cores, "seconds": secs})
         for n in counts:
             # workers=1 runs in the calling thread on its torch threads: one thread, for the 1-core row
             torch.set_num_threads(1 if n == 1 else cores)
-            secs, vecs = timed(embedder_from_pack(meta, quantize, n, "cpu", args.batch), ids, args.repeats)
+            secs, vecs = timed(
+                embedder_from_pack(tensors, meta, quantize, n, "cpu", args.batch), ids, args.repeats
+            )
             torch.set_num_threads(cores)
             diff = float(np.abs(vecs - base[quantize]).max())
             cos = float((vecs * base[quantize]).sum(axis=1).min())
@@ -160,7 +168,7 @@ def run(args) -> None:
             )
     if torch.cuda.is_available():
         for batch in (8, 32, 128, 512):
-            secs, vecs = timed(embedder_from_pack(meta, "none", 1, "cuda", batch), ids, args.repeats)
+            secs, vecs = timed(embedder_from_pack(tensors, meta, "none", 1, "cuda", batch), ids, args.repeats)
             diff = float(np.abs(vecs - base["none"]).max())
             cos = float((vecs * base["none"]).sum(axis=1).min())
             emit(
